@@ -1,0 +1,230 @@
+"""The `carehub` command: runs the services, the broker, migrations, the demo and file ingest.
+
+Convention: a command meant for scripts prints its result as JSON on the last line of stdout;
+text for people goes to stderr. Exit 0 when the command did its job (rejected records
+included), non-zero on a configuration, I/O or verification failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from services import demo, ingest, notifier, portal, rules
+from services.core.db.engine import current_revision, make_engine, session_factory, upgrade
+from services.core.embedded_broker import EmbeddedBroker, free_port
+from services.core.logs import configure_logging
+from services.core.runner import remove_run_file, running_stack, write_run_file
+from services.core.runtime import Service
+from services.core.settings import ConfigurationError, Settings, load_settings
+from services.rules import dispatcher
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+SERVICES: dict[str, Service] = {
+    "ingest": ingest,
+    "rules": rules,
+    "dispatcher": dispatcher,  # type: ignore[dict-item]
+    "notifier": notifier,
+    "portal": portal,
+}
+
+
+class Only(StrEnum):
+    ingest = "ingest"
+    rules = "rules"
+    dispatcher = "dispatcher"
+    notifier = "notifier"
+    portal = "portal"
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def result(value: dict[str, Any]) -> None:
+    print(json.dumps(value), flush=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err(f"carehub: {message}")
+    result({"error": message})
+    raise typer.Exit(code)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigurationError as exc:
+        fail(f"configuration error: {exc}")
+        raise AssertionError from exc  # unreachable
+
+
+def _run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    try:
+        asyncio.run(main())
+    except ConfigurationError as exc:
+        fail(f"configuration error: {exc}")
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def run(
+    only: Only | None = typer.Option(None, "--only", help="Run one service (PostgreSQL only)."),
+    demo_data: bool = typer.Option(False, "--demo-data", help="Seed the demo team and case."),
+) -> None:
+    """Run every service in one process (or one with --only) until Ctrl-C."""
+    settings = settings_or_exit()
+    configure_logging(settings.log_level)
+    if only is not None and settings.is_sqlite:
+        fail(
+            "--only needs PostgreSQL (set CAREHUB_DATABASE_URL): SQLite is single-process, "
+            "so run every service together with `carehub run`"
+        )
+    names = [only.value] if only else list(SERVICES)
+
+    async def main() -> None:
+        async with running_stack(
+            settings, [SERVICES[n] for n in names], own_broker=only is None
+        ) as stack:
+            if demo_data:
+                async with stack.runtime.sessions.begin() as session:
+                    await demo.seed(session, stack.runtime.clock.now())
+            if only is None:
+                write_run_file(stack)
+            outbox = settings.resolved_outbox_dir.resolve()
+            print(f"carehub ready {stack.url} outbox={outbox}", flush=True)
+            try:
+                await _wait_for_signal()
+            finally:
+                remove_run_file(settings)
+
+    _run_async(main)
+
+
+@app.command()
+def broker() -> None:
+    """Run the embedded Kafka-protocol broker alone (for `run --only` processes)."""
+    settings = settings_or_exit()
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        embedded = EmbeddedBroker(settings.embedded_broker_port)
+        await embedded.astart()
+        try:
+            print(f"carehub broker ready {embedded.bootstrap}", flush=True)
+            await _wait_for_signal()
+        finally:
+            await embedded.astop()
+
+    _run_async(main)
+
+
+@app.command()
+def migrate(revision: str = typer.Option("head", help="Target revision.")) -> None:
+    """Bring the database schema to a revision (default: the latest)."""
+    settings = settings_or_exit()
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            await upgrade(engine, revision)
+            result({"revision": await current_revision(engine)})
+        finally:
+            await engine.dispose()
+
+    _run_async(main)
+
+
+def _find_stack(settings: Settings) -> str:
+    try:
+        info = json.loads(settings.run_file.read_text())
+        return str(info["http"])
+    except (OSError, ValueError, KeyError):
+        fail(
+            f"no running carehub found ({settings.run_file} is missing): start one with "
+            "`make run` or `carehub run`, or pass --url"
+        )
+        raise AssertionError from None
+
+
+@app.command("ingest")
+def ingest_file(
+    file: Path = typer.Argument(..., help="A JSON-lines file of CloudEvents."),
+    url: str | None = typer.Option(None, help="Base URL of ingest (default: from var/run.json)."),
+    batch_size: int = typer.Option(100, min=1, max=500),
+) -> None:
+    """Send a JSON-lines file of CloudEvents to the running stack."""
+    settings = settings_or_exit()
+    base = url or _find_stack(settings)
+    if not file.is_file():
+        fail(f"cannot read {file}: no such file")
+    from services.ingest.client import send_file
+
+    try:
+        counts = asyncio.run(send_file(base, file, batch_size=batch_size, progress=err))
+    except OSError as exc:
+        fail(f"cannot reach ingest at {base}: {type(exc).__name__}")
+        return
+    result(counts)
+
+
+@app.command("demo")
+def demo_command(timeout: float = typer.Option(60.0, help="Seconds to wait for delivery.")) -> None:
+    """A fresh embedded stack, one scripted case, and a table of what happened (stderr)."""
+    with tempfile.TemporaryDirectory(prefix="carehub-demo-") as tmp:
+        overrides: dict[str, Any] = {
+            "var_dir": Path(tmp),
+            "http_port": 0,
+            "embedded_broker_port": free_port(),
+            "kafka_bootstrap": None,
+            "kafka_session_timeout_ms": 6000,
+        }
+        settings = settings_or_exit(**overrides)
+        configure_logging("WARNING")
+
+        async def main() -> None:
+            from services.demo_report import report
+
+            async with running_stack(settings, list(SERVICES.values()), own_broker=True) as stack:
+                rt = stack.runtime
+                async with rt.sessions.begin() as session:
+                    await demo.seed(session, rt.clock.now())
+                posted = await demo.post_timeline(stack.url, demo.timeline(rt.clock.now()))
+                settled = await demo.wait_until_settled(rt.sessions, demo.DEMO_URN, timeout)
+                summary = await report(rt.sessions, demo.DEMO_URN, posted, err)
+                summary["settled"] = settled
+                summary["outbox"] = str(settings.resolved_outbox_dir)
+                result(summary)
+                if not settled:
+                    raise typer.Exit(1)
+
+        _run_async(main)
+
+
+def main() -> None:
+    # Ctrl-C during start-up should not print a traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        app()
+
+
+if __name__ == "__main__":
+    main()

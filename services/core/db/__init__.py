@@ -1,0 +1,1 @@
+"""The database: models, the `Protected` column type, engines and migrations."""

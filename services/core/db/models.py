@@ -1,0 +1,305 @@
+"""The database model: PostgreSQL in production, SQLite embedded; the same migrations on both.
+
+Every personal field is a `Protected*` column. The audit log holds ids, codes and rule names
+only, so erasing a survivor never breaks it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Time,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.core.db.protected import Protected, ProtectedBytes, ProtectedJSON
+from services.core.db.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit key on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    # The supervisor stands in for an advocate when a survivor has none (trauma-informed 15).
+    # An advocate id; not a foreign key because advocates also point at their team, and a
+    # cycle of keys cannot be created the same way on SQLite and PostgreSQL.
+    supervisor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Advocate(Base):
+    __tablename__ = "advocates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))  # isva, idva, witness_care, supervisor
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), nullable=True)
+    display_name: Mapped[str] = mapped_column(Protected())
+    email: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    phone: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    urn: Mapped[str] = mapped_column(String(16), unique=True)
+    crime_reference: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    offence_category: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    enhanced_rights: Mapped[bool] = mapped_column(Boolean, default=False)
+    enhanced_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Survivor(Base):
+    __tablename__ = "survivors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The upstream system's reference for the person (source + party id), to recognise them again.
+    party_ref: Mapped[str | None] = mapped_column(String(240), unique=True, nullable=True)
+    full_name: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    preferred_name: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    date_of_birth: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    consent_to_referral: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    erased_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class CaseSurvivor(Base):
+    """Cases and survivors, many to many: several victims, a guardian, bereaved family."""
+
+    __tablename__ = "case_survivors"
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    survivor_id: Mapped[int] = mapped_column(ForeignKey("survivors.id"), primary_key=True)
+    relationship: Mapped[str] = mapped_column(String(24), default="victim")
+    added_at: Mapped[datetime]
+
+
+class AdvocateAssignment(Base):
+    """Which advocate supports a survivor, and when (holds follow a reassignment)."""
+
+    __tablename__ = "advocate_assignments"
+    __table_args__ = (Index(None, "survivor_id", "valid_from"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survivor_id: Mapped[int] = mapped_column(ForeignKey("survivors.id"))
+    advocate_id: Mapped[int] = mapped_column(ForeignKey("advocates.id"))
+    valid_from: Mapped[datetime]
+    valid_to: Mapped[datetime | None] = mapped_column(nullable=True)
+    reason: Mapped[str] = mapped_column(String(48), default="referral")
+
+
+class ContactPreference(Base):
+    """One version of a survivor's contact preferences; the highest version is current."""
+
+    __tablename__ = "contact_preferences"
+    __table_args__ = (UniqueConstraint("survivor_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survivor_id: Mapped[int] = mapped_column(ForeignKey("survivors.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))  # "advocate:<id>" or an event source
+    reason_code: Mapped[str] = mapped_column(String(48))
+    reason_note: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    phone: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    email: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    postal_address: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    sms_safe: Mapped[bool] = mapped_column(Boolean, default=False)
+    sms_safe_review_by: Mapped[date | None] = mapped_column(Date, nullable=True)
+    email_safe: Mapped[bool] = mapped_column(Boolean, default=False)
+    email_safe_review_by: Mapped[date | None] = mapped_column(Date, nullable=True)
+    letter_safe: Mapped[bool] = mapped_column(Boolean, default=False)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/London")
+    safe_window_start: Mapped[time] = mapped_column(Time, default=time(9, 0))
+    safe_window_end: Mapped[time] = mapped_column(Time, default=time(20, 0))
+    frequency: Mapped[str] = mapped_column(String(16), default="all")
+    detail: Mapped[str] = mapped_column(String(16), default="discreet")
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CaseEvent(Base):
+    """One row per (source, id). The payload is protected: it can carry victims' details."""
+
+    __tablename__ = "case_events"
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index(None, "status", "received_at"),
+        Index(None, "urn"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(200))
+    event_id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(80))
+    urn: Mapped[str] = mapped_column(String(16))
+    event_time: Mapped[datetime]
+    agency_received_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    received_at: Mapped[datetime]
+    payload: Mapped[Any] = mapped_column(ProtectedJSON())
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(24), default="pending")
+    published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    processed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rules_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RejectedRecord(Base):
+    """A record that could not be accepted, kept with its reason: nothing is lost."""
+
+    __tablename__ = "rejected_records"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime]
+    way_in: Mapped[str] = mapped_column(String(16))  # http, kafka, file
+    feed: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reason_code: Mapped[str] = mapped_column(String(48))
+    # Pointers and our own messages only: never a value from the record.
+    errors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    original: Mapped[bytes] = mapped_column(ProtectedBytes())
+    published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+    __table_args__ = (Index(None, "case_event_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_event_id: Mapped[int] = mapped_column(ForeignKey("case_events.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    recipient_role: Mapped[str] = mapped_column(String(16))
+    recipient_id: Mapped[int] = mapped_column(Integer)
+    survivor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    template: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    send_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    due_by: Mapped[datetime | None] = mapped_column(nullable=True)
+    hold_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rule: Mapped[str] = mapped_column(String(96))
+    notification_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    decided_at: Mapped[datetime]
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index(None, "status", "send_at"),
+        Index(None, "case_id"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid5, deterministic
+    case_event_id: Mapped[int] = mapped_column(ForeignKey("case_events.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    event_source: Mapped[str] = mapped_column(String(200))
+    event_id: Mapped[str] = mapped_column(String(200))
+    recipient_role: Mapped[str] = mapped_column(String(16))
+    survivor_id: Mapped[int | None] = mapped_column(ForeignKey("survivors.id"), nullable=True)
+    advocate_id: Mapped[int | None] = mapped_column(ForeignKey("advocates.id"), nullable=True)
+    # None while held for want of a safe channel: the advocate finds one first.
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    detail: Mapped[str] = mapped_column(String(16), default="discreet")
+    template: Mapped[str] = mapped_column(String(80))
+    template_version: Mapped[int] = mapped_column(Integer, default=1)
+    rules_version: Mapped[str] = mapped_column(String(32))
+    rule: Mapped[str] = mapped_column(String(96))
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hold_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    send_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    due_by: Mapped[datetime | None] = mapped_column(nullable=True)
+    supersedes_id: Mapped[str | None] = mapped_column(
+        ForeignKey("notifications.id"), nullable=True
+    )
+    coalesce_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    queued_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    informed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    provider_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (UniqueConstraint("notification_id", "attempt_no"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id"))
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    provider_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditEntry(Base):
+    """An append-only record of a decision or a delivery step: ids and codes, no free text.
+
+    `seq` orders the chain; `prev_hash`/`seal_hash` are filled later by the sealer, so writers
+    never wait on one another.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "notification_id"), Index(None, "case_id"))
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))  # service name or "advocate:<id>"
+    action: Mapped[str] = mapped_column(String(64))  # stable dotted code: notification.sent
+    case_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    case_event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    notification_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    rule: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    codes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seal_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sealed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+__all__ = [
+    "AdvocateAssignment",
+    "Advocate",
+    "AuditEntry",
+    "Base",
+    "Case",
+    "CaseEvent",
+    "CaseSurvivor",
+    "ContactPreference",
+    "DecisionRow",
+    "DeliveryAttempt",
+    "Notification",
+    "RejectedRecord",
+    "Survivor",
+    "Team",
+]

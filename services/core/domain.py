@@ -1,0 +1,147 @@
+"""Pure domain types shared by every service: no SQLAlchemy, no I/O.
+
+The rules engine takes an `EventFacts`, a `CaseContext` and `now`, and returns `Decision`s.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    SEND = "send"
+    HOLD = "hold"
+    SUPPRESS = "suppress"
+    MERGE = "merge"
+    ESCALATE = "escalate"
+    TASK = "task"
+
+
+class Role(StrEnum):
+    SURVIVOR = "survivor"
+    ADVOCATE = "advocate"
+    SUPERVISOR = "supervisor"
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+    LETTER_TASK = "letter_task"
+    ADVOCATE_TASK = "advocate_task"
+
+
+class Relationship(StrEnum):
+    VICTIM = "victim"
+    PARENT_GUARDIAN = "parent_guardian"
+    BEREAVED_FAMILY = "bereaved_family"
+
+
+class Frequency(StrEnum):
+    ALL = "all"
+    KEY_STAGES = "key_stages"
+    NONE = "none"
+
+
+class Detail(StrEnum):
+    DISCREET = "discreet"
+    DETAILED = "detailed"
+
+
+class EventStatus(StrEnum):
+    """Where a recorded case event is in its life (`case_events.status`)."""
+
+    PENDING = "pending"
+    PROCESSED = "processed"
+    AWAITING_CONTEXT = "awaiting_context"
+    FAILED = "failed"
+
+
+# Notifications ids are uuid5 in this namespace, so reprocessing an event never makes a second one.
+NOTIFICATION_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-5b7a-9d0e-2a4b6c8d0e1f")
+
+
+def notification_id(source: str, event_id: str, recipient: str, rule: str) -> str:
+    """The deterministic id of the notification `rule` makes for `recipient` from one event."""
+    return str(uuid.uuid5(NOTIFICATION_NAMESPACE, "\x1f".join((source, event_id, recipient, rule))))
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """What the rules engine needs of a case event (never the victims' contact details)."""
+
+    source: str
+    event_id: str
+    type: str
+    urn: str
+    time: datetime
+    agency_received_at: datetime | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContactPreference:
+    """The current version of a survivor's contact preferences (ids and flags, no values)."""
+
+    version: int
+    has_phone: bool
+    has_email: bool
+    sms_safe: bool
+    sms_safe_review_by: date | None
+    email_safe: bool
+    email_safe_review_by: date | None
+    language: str = "en"
+    timezone: str = "Europe/London"
+    safe_window_start: time = time(9, 0)
+    safe_window_end: time = time(20, 0)
+    frequency: Frequency = Frequency.ALL
+    detail: Detail = Detail.DISCREET
+    opted_out: bool = False
+
+
+@dataclass(frozen=True)
+class Person:
+    """A recipient known by id and role; the notifier looks up how to reach them."""
+
+    id: int
+    role: Role
+
+
+@dataclass(frozen=True)
+class SurvivorContext:
+    survivor: Person
+    relationship: Relationship
+    preference: ContactPreference | None
+    advocate: Person | None  # the assigned advocate, or the team's supervisor standing in
+
+
+@dataclass(frozen=True)
+class CaseContext:
+    case_id: int
+    urn: str
+    enhanced_rights: bool
+    survivors: tuple[SurvivorContext, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One thing the engine decided about one recipient, with the rule that made it."""
+
+    outcome: Outcome
+    recipient: Person
+    channel: Channel | None
+    template: str | None
+    send_at: datetime | None
+    due_by: datetime | None
+    rule: str  # "<rules_version>:<rule_id>"
+    hold_reason: str | None = None
+    detail: Detail = Detail.DISCREET
+    language: str = "en"
+    survivor_id: int | None = None  # the survivor this decision is about
+
+    @property
+    def makes_notification(self) -> bool:
+        return self.outcome in (Outcome.SEND, Outcome.HOLD, Outcome.TASK)

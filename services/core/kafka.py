@@ -1,0 +1,77 @@
+"""Kafka plumbing shared by every service: the FastStream broker, topic creation, batch consumers.
+
+Every consumer here is batch-first and at-least-once: the handler gets a list of records,
+does its database transaction, and only then is the offset committed (`AckPolicy.NACK_ON_ERROR`:
+commit after success, rewind to the batch's first record on an error). FastStream's default
+auto-commit is never used: it commits before the handler runs and loses a record whose handler
+fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+from services.core.settings import Settings
+from services.core.topics import REGISTRY, Topic
+
+_TOPIC_EXISTS = TopicAlreadyExistsError.errno
+
+
+def make_broker(settings: Settings) -> KafkaBroker:
+    """A FastStream Kafka broker for the configured bootstrap servers.
+
+    The producer is plain (not idempotent, not transactional): the embedded broker refuses
+    both, and every consumer is idempotent anyway.
+    """
+    faststream_logger = logging.getLogger("carehub.faststream")
+    faststream_logger.setLevel(logging.WARNING)
+    return KafkaBroker(
+        settings.bootstrap_servers,
+        client_id="carehub",
+        enable_idempotence=False,
+        logger=faststream_logger,
+        request_timeout_ms=10_000,
+    )
+
+
+def batch_subscriber_options(settings: Settings, group: str) -> dict[str, Any]:
+    """Options for a batch consumer that commits only after its transaction."""
+    return {
+        "batch": True,
+        "group_id": f"{settings.consumer_group_prefix}.{group}",
+        "auto_offset_reset": "earliest",
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "max_records": settings.kafka_max_records,
+        "batch_timeout_ms": settings.kafka_batch_timeout_ms,
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": max(300, settings.kafka_session_timeout_ms // 4),
+    }
+
+
+async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = REGISTRY) -> list[str]:
+    """Create the registry's topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(t.name, t.partitions, 1) for t in missing]
+        )
+        created = []
+        for name, code, *_ in response.topic_errors:
+            if code not in (0, _TOPIC_EXISTS):
+                raise RuntimeError(f"could not create topic {name}: error {code}")
+            if code == 0:
+                created.append(name)
+        return created
+    finally:
+        await admin.close()

@@ -1,0 +1,26 @@
+"""Prometheus metrics, served at /metrics by every process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_INGESTED = Counter(
+    "carehub_events_ingested_total", "Case events offered to ingest, by result", ["result"]
+)
+EVENTS_PROCESSED = Counter(
+    "carehub_events_processed_total", "Case events the rules consumer finished, by status", ["status"]
+)
+DECISIONS = Counter("carehub_decisions_total", "Rules decisions, by outcome", ["outcome"])
+NOTIFICATIONS = Counter(
+    "carehub_notifications_total", "Notification state changes, by new status", ["status"]
+)
+DELIVERY_SECONDS = Histogram(
+    "carehub_delivery_seconds", "Time to hand a notification to its channel", ["channel"]
+)
+CONSUMER_BATCH = Histogram(
+    "carehub_consumer_batch_size",
+    "Records per consumed batch",
+    ["consumer"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+READY = Gauge("carehub_ready", "1 when this process is ready to serve")

@@ -1,0 +1,103 @@
+"""Pure message rendering: Jinja2, sandboxed, strict about undefined names.
+
+Templates live in `services/core/templates/<name>/<channel>.<language>.j2` and are listed, with
+their version, in `catalogue.yaml`. An e-mail template starts with a `Subject:` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+DEFAULT_LANGUAGE = "en"
+
+
+class TemplateError(ValueError):
+    """A template is unknown, missing for a channel, or could not be rendered."""
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    name: str
+    version: int
+    audience: str
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    template: str
+    template_version: int
+    language: str
+    subject: str | None
+    body: str
+
+
+@lru_cache(maxsize=4)
+def catalogue(directory: Path = TEMPLATES_DIR) -> dict[str, TemplateInfo]:
+    raw = yaml.safe_load((directory / "catalogue.yaml").read_text(encoding="utf-8")) or {}
+    return {
+        name: TemplateInfo(
+            name=name,
+            version=int(entry["version"]),
+            audience=str(entry["audience"]),
+            channels=tuple(entry["channels"]),
+        )
+        for name, entry in raw.items()
+    }
+
+
+@lru_cache(maxsize=4)
+def _environment(directory: Path) -> SandboxedEnvironment:
+    # autoescape is off: these are plain-text bodies (SMS, text e-mail). Field values cannot
+    # inject template syntax because they are passed as data, never compiled.
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(str(directory)),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+    )
+
+
+def render(
+    name: str,
+    channel: str,
+    language: str,
+    variables: dict[str, Any],
+    directory: Path = TEMPLATES_DIR,
+) -> RenderedMessage:
+    """Render template `name` for `channel` in `language` (English when no translation exists)."""
+    info = catalogue(directory).get(name)
+    if info is None:
+        raise TemplateError(f"unknown template {name!r}")
+    if channel not in info.channels:
+        raise TemplateError(f"template {name!r} has no {channel} version")
+    env = _environment(directory)
+    used = language
+    try:
+        template = env.get_template(f"{name}/{channel}.{language}.j2")
+    except TemplateNotFound:
+        used = DEFAULT_LANGUAGE
+        try:
+            template = env.get_template(f"{name}/{channel}.{DEFAULT_LANGUAGE}.j2")
+        except TemplateNotFound as exc:
+            raise TemplateError(f"template {name!r} has no file for {channel}") from exc
+    try:
+        text = template.render(**variables).strip()
+    except Exception as exc:  # noqa: BLE001 - name the template, never the values
+        raise TemplateError(f"template {name!r} ({channel}) failed: {type(exc).__name__}") from None
+    subject = None
+    if channel == "email":
+        first, _, rest = text.partition("\n")
+        if not first.startswith("Subject: "):
+            raise TemplateError(f"e-mail template {name!r} must start with a Subject: line")
+        subject, text = first.removeprefix("Subject: ").strip(), rest.strip()
+    return RenderedMessage(name, info.version, used, subject, text)

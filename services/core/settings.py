@@ -1,0 +1,157 @@
+"""carehub's one settings class: flat `CAREHUB_` names, documented in docs/configuration.md.
+
+Embedded defaults need nothing set: the `tansu` broker as a child process, SQLite under
+`./var`, and the outbox channels. Production sets `CAREHUB_KAFKA_BOOTSTRAP` and
+`CAREHUB_DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SmsChannel(StrEnum):
+    OUTBOX = "outbox"
+    TWILIO = "twilio"
+
+
+class EmailChannel(StrEnum):
+    OUTBOX = "outbox"
+    SMTP = "smtp"
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing, malformed or asks for something this build cannot do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAREHUB_", extra="ignore", frozen=True)
+
+    env: Environment = Environment.DEVELOPMENT
+    log_level: str = "INFO"
+
+    # HTTP: every process serves /healthz, /readyz and /metrics here (port 0 picks a free one).
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    # Where run.json, the SQLite file and the outbox live by default.
+    var_dir: Path = Path("var")
+
+    database_url: str | None = None
+    migrate_on_start: bool = True
+
+    kafka_bootstrap: str | None = None
+    embedded_broker_port: int = Field(default=19092, ge=1, le=65535)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    kafka_max_records: int = Field(default=500, ge=1)
+    kafka_batch_timeout_ms: int = Field(default=100, ge=1)
+    consumer_group_prefix: str = "carehub"
+
+    sms_channel: SmsChannel = SmsChannel.OUTBOX
+    email_channel: EmailChannel = EmailChannel.OUTBOX
+    outbox_dir: Path | None = None
+
+    clock_file: Path | None = None
+    holidays_file: Path | None = None
+    rules_file: Path | None = None
+
+    dispatch_interval_ms: int = Field(default=250, ge=10)
+    dispatch_batch_size: int = Field(default=500, ge=1)
+    # Work recorded in the database but not carried by the broker within this many seconds
+    # (an unpublished event, a queued notification nobody sent) is re-driven.
+    redrive_after_s: int = Field(default=60, ge=1)
+
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch_events: int = Field(default=500, ge=1)
+    event_time_skew_s: int = Field(default=300, ge=0)
+
+    # Reserved by the design; used by the notifier, ingest and trust work.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    public_base_url: str | None = None
+    feed_secret_police: SecretStr | None = None
+    feed_secret_cps: SecretStr | None = None
+    feed_secret_court: SecretStr | None = None
+    feed_secret_probation: SecretStr | None = None
+    keys_file: Path | None = None
+    blind_index_key: SecretStr | None = None
+    retention_days: int = Field(default=2555, ge=1)
+    sms_allowlist: str = ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when carehub starts (or expects) its own `tansu` broker."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir if self.outbox_dir is not None else self.var_dir / "outbox"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: SQLite under var_dir unless CAREHUB_DATABASE_URL is set."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.var_dir / 'carehub.db').resolve()}"
+        url = self.database_url
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+asyncpg://" + url[len(plain) :]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def run_file(self) -> Path:
+        return self.var_dir / "run.json"
+
+    def check_channels(self) -> None:
+        """Refuse a channel this build cannot deliver through yet, instead of failing later."""
+        if self.sms_channel is not SmsChannel.OUTBOX:
+            raise ConfigurationError(
+                f"CAREHUB_SMS_CHANNEL={self.sms_channel.value} is not available in this build; "
+                "use 'outbox'"
+            )
+        if self.email_channel is not EmailChannel.OUTBOX:
+            raise ConfigurationError(
+                f"CAREHUB_EMAIL_CHANNEL={self.email_channel.value} is not available in this "
+                "build; use 'outbox'"
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (tests, `carehub demo`)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:  # pydantic's ValidationError names the field and the problem
+        raise ConfigurationError(str(exc)) from exc

@@ -1,0 +1,252 @@
+"""Recording case events: validate, deduplicate, keep party details protected, never lose a record.
+
+A valid new event becomes a `case_events` row (and, for `police.crime_recorded`, the case, its
+survivors and their first contact preferences); a duplicate is acknowledged and not recorded
+again; anything else is kept in `rejected_records` with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core import audit
+from services.core.cloudevents import (
+    CanonicalEvent,
+    FieldError,
+    InvalidEvent,
+    payload_hash,
+    validate_event,
+)
+from services.core.db import models as m
+from services.core.domain import EventStatus
+
+ACTOR = "ingest"
+
+# Victims of these are entitled to enhanced rights (victims-code.md, "Enhanced rights").
+MOST_SERIOUS = frozenset(
+    {
+        "sexual_offence",
+        "domestic_abuse",
+        "hate_crime",
+        "terrorism",
+        "human_trafficking",
+        "kidnap_false_imprisonment",
+        "arson_endangering_life",
+        "attempted_murder",
+        "wounding_gbh_intent",
+        "homicide",
+    }
+)
+
+
+@dataclass
+class Outcome:
+    """What became of one offered record."""
+
+    status: str  # accepted | duplicate | conflict | invalid
+    case_event_id: int | None = None
+    rejected_id: int | None = None
+    event: CanonicalEvent | None = None
+    errors: list[FieldError] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": self.status}
+        if self.event is not None:
+            body["id"] = self.event.id
+            body["source"] = self.event.source
+        if self.errors:
+            body["errors"] = [{"pointer": e.pointer, "message": e.message} for e in self.errors]
+        return body
+
+
+async def record_event(
+    session: AsyncSession,
+    obj: object,
+    original: bytes,
+    *,
+    now: datetime,
+    way_in: str,
+    max_skew: timedelta,
+    feed: str | None = None,
+) -> Outcome:
+    """Validate and record one offered event inside the caller's transaction."""
+    try:
+        event = validate_event(obj, now=now, max_skew=max_skew)
+    except InvalidEvent as exc:
+        ids = _ids_of(obj)
+        rejected = await reject(
+            session, original, now=now, way_in=way_in, feed=feed, reason_code="invalid",
+            errors=exc.errors, source=ids[0], event_id=ids[1],
+        )
+        return Outcome("invalid", rejected_id=rejected.id, errors=list(exc.errors))
+
+    digest = payload_hash(event.raw)
+    existing = await _existing(session, event)
+    if existing is None:
+        try:
+            async with session.begin_nested():
+                row = _new_row(event, digest, now)
+                session.add(row)
+                await session.flush()
+                if event.type == "police.crime_recorded":
+                    await _record_case(session, event, now)
+        except IntegrityError:
+            # Another request recorded the same (source, id) a moment ago.
+            existing = await _existing(session, event)
+            if existing is None:
+                raise
+        else:
+            audit.record(
+                session, at=now, actor=ACTOR, action="event.recorded",
+                case_event_id=row.id, type=event.type, way_in=way_in,
+            )
+            return Outcome("accepted", case_event_id=row.id, event=event)
+    if existing.payload_hash == digest:
+        return Outcome("duplicate", case_event_id=existing.id, event=event)
+    errors = [FieldError("/id", "was already received from this source with a different payload")]
+    rejected = await reject(
+        session, original, now=now, way_in=way_in, feed=feed,
+        reason_code="conflicting_duplicate", errors=errors, source=event.source,
+        event_id=event.id,
+    )
+    return Outcome("conflict", rejected_id=rejected.id, event=event, errors=errors)
+
+
+async def reject(
+    session: AsyncSession,
+    original: bytes,
+    *,
+    now: datetime,
+    way_in: str,
+    reason_code: str,
+    errors: list[FieldError],
+    feed: str | None = None,
+    source: str | None = None,
+    event_id: str | None = None,
+) -> m.RejectedRecord:
+    """Keep a record that could not be accepted, with its reason (the bytes stay protected)."""
+    row = m.RejectedRecord(
+        received_at=now,
+        way_in=way_in,
+        feed=feed,
+        source=source,
+        event_id=event_id,
+        reason_code=reason_code,
+        errors=[{"pointer": e.pointer, "message": e.message} for e in errors],
+        original=original,
+    )
+    session.add(row)
+    await session.flush()
+    audit.record(
+        session, at=now, actor=ACTOR, action="event.rejected",
+        rejected_id=row.id, reason=reason_code, way_in=way_in,
+    )
+    return row
+
+
+def _ids_of(obj: object) -> tuple[str | None, str | None]:
+    """(source, id) of an invalid record when they are plausible strings, for the operator."""
+    if not isinstance(obj, dict):
+        return None, None
+    src, eid = obj.get("source"), obj.get("id")
+    ok = lambda v: isinstance(v, str) and 0 < len(v) <= 200  # noqa: E731
+    return (src if ok(src) else None, eid if ok(eid) else None)  # type: ignore[return-value]
+
+
+async def _existing(session: AsyncSession, event: CanonicalEvent) -> m.CaseEvent | None:
+    return await session.scalar(
+        select(m.CaseEvent).where(
+            m.CaseEvent.source == event.source, m.CaseEvent.event_id == event.id
+        )
+    )
+
+
+def _new_row(event: CanonicalEvent, digest: str, now: datetime) -> m.CaseEvent:
+    return m.CaseEvent(
+        source=event.source,
+        event_id=event.id,
+        type=event.type,
+        urn=event.subject,
+        event_time=event.time,
+        agency_received_at=event.agencyreceivedat,
+        received_at=now,
+        payload=event.raw,
+        payload_hash=digest,
+        status=EventStatus.PENDING,
+    )
+
+
+async def _record_case(session: AsyncSession, event: CanonicalEvent, now: datetime) -> None:
+    """Create or extend the case and its survivors from a crime record's victim parties."""
+    data = event.data
+    category = data.get("offence_category")
+    reasons = sorted(set(data.get("enhanced_reasons") or []))
+    if category in MOST_SERIOUS and "most_serious_crime" not in reasons:
+        reasons.append("most_serious_crime")
+    case = await session.scalar(select(m.Case).where(m.Case.urn == event.subject))
+    if case is None:
+        case = m.Case(urn=event.subject, opened_at=now, enhanced_reasons=[])
+        session.add(case)
+    case.crime_reference = data.get("crime_reference") or case.crime_reference
+    case.offence_category = category or case.offence_category
+    case.enhanced_reasons = sorted(set(case.enhanced_reasons or []) | set(reasons))
+    case.enhanced_rights = bool(case.enhanced_reasons)
+    await session.flush()
+    for party in data.get("victims") or []:
+        await _record_party(session, event, case, party, now)
+
+
+async def _record_party(
+    session: AsyncSession, event: CanonicalEvent, case: m.Case, party: dict[str, Any], now: datetime
+) -> None:
+    party_ref = f"{event.source}:{party['party_id']}"
+    survivor = await session.scalar(select(m.Survivor).where(m.Survivor.party_ref == party_ref))
+    name = party.get("name") or {}
+    if survivor is None:
+        survivor = m.Survivor(
+            party_ref=party_ref,
+            full_name=name.get("full"),
+            preferred_name=name.get("preferred"),
+            date_of_birth=party.get("date_of_birth"),
+            consent_to_referral=bool(party.get("consent_to_referral")),
+            created_at=now,
+        )
+        session.add(survivor)
+        await session.flush()
+    link = await session.get(m.CaseSurvivor, (case.id, survivor.id))
+    if link is None:
+        session.add(
+            m.CaseSurvivor(
+                case_id=case.id,
+                survivor_id=survivor.id,
+                relationship=party.get("relationship") or "victim",
+                added_at=now,
+            )
+        )
+    contact = party.get("contact") or {}
+    has_version = await session.scalar(
+        select(func.count()).where(m.ContactPreference.survivor_id == survivor.id)
+    )
+    if contact and not has_version:
+        # What the police recorded is the starting point; the advocate's word replaces it.
+        session.add(
+            m.ContactPreference(
+                survivor_id=survivor.id,
+                version=1,
+                recorded_at=now,
+                recorded_by=event.source,
+                reason_code="recorded_by_police",
+                phone=contact.get("phone"),
+                email=contact.get("email"),
+                sms_safe=bool(contact.get("safe_to_text")),
+                email_safe=bool(contact.get("safe_to_email")),
+                language=contact.get("language") or "en",
+                timezone=contact.get("timezone") or "Europe/London",
+            )
+        )

@@ -1,0 +1,119 @@
+"""`POST /v1/events`: canonical CloudEvents, one or a batch.
+
+Answers: 202 accepted, 200 {"status": "duplicate"}, 422 {"errors": [...]} for an invalid event,
+409 for a conflicting duplicate (same source and id, different payload; kept in the DLQ), and
+207 with a status per index and the counts for a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.core import metrics
+from services.core.cloudevents import FieldError
+from services.core.logs import get_logger
+from services.core.records import CaseEventRef
+from services.core.runtime import Runtime
+from services.ingest.publishing import publish_events, publish_rejections
+from services.ingest.recording import Outcome, record_event, reject
+
+log = get_logger("ingest")
+BATCH_TYPE = "application/cloudevents-batch+json"
+ACCEPTED_TYPES = ("application/cloudevents+json", BATCH_TYPE, "application/json")
+STATUS_CODES = {"accepted": 202, "duplicate": 200, "invalid": 422, "conflict": 409}
+
+
+def _error(status: int, pointer: str, message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"pointer": pointer, "message": message}]}, status)
+
+
+def router(rt: Runtime) -> APIRouter:
+    api = APIRouter()
+    settings = rt.settings
+    skew = timedelta(seconds=settings.event_time_skew_s)
+
+    @api.post("/v1/events")
+    async def post_events(request: Request) -> JSONResponse:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ACCEPTED_TYPES:
+            return _error(415, "", f"content type must be one of {', '.join(ACCEPTED_TYPES)}")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
+            return _error(413, "", f"body is larger than {settings.max_request_bytes} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.max_request_bytes:
+                return _error(413, "", f"body is larger than {settings.max_request_bytes} bytes")
+        now = rt.clock.now()
+        try:
+            parsed: Any = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            async with rt.sessions.begin() as session:
+                rejected = await reject(
+                    session, body, now=now, way_in="http", reason_code="malformed_json",
+                    errors=[FieldError("", "body is not valid UTF-8 JSON")],
+                )
+            await publish_rejections(rt, [rejected.id])
+            metrics.EVENTS_INGESTED.labels("invalid").inc()
+            return _error(400, "", "body is not valid UTF-8 JSON")
+        is_batch = isinstance(parsed, list)
+        if media == BATCH_TYPE and not is_batch:
+            return _error(400, "", "a batch must be a JSON array of events")
+        items = parsed if is_batch else [parsed]
+        if is_batch and not items:
+            return _error(400, "", "the batch is empty")
+        if len(items) > settings.max_batch_events:
+            return _error(413, "", f"a batch holds at most {settings.max_batch_events} events")
+        outcomes: list[Outcome] = []
+        async with rt.sessions.begin() as session:
+            for item in items:
+                original = body if not is_batch else json.dumps(item).encode()
+                outcomes.append(
+                    await record_event(
+                        session, item, original, now=now, way_in="http", max_skew=skew
+                    )
+                )
+        await _after_commit(rt, outcomes)
+        if not is_batch:
+            result = outcomes[0]
+            return JSONResponse(result.as_json(), STATUS_CODES[result.status])
+        counts = {status: 0 for status in STATUS_CODES}
+        for result in outcomes:
+            counts[result.status] += 1
+        return JSONResponse(
+            {
+                "results": [{"index": i, **o.as_json()} for i, o in enumerate(outcomes)],
+                "counts": counts,
+            },
+            207,
+        )
+
+    return api
+
+
+async def _after_commit(rt: Runtime, outcomes: list[Outcome]) -> None:
+    refs = [
+        CaseEventRef(o.case_event_id, o.event.source, o.event.id, o.event.type, o.event.subject)
+        for o in outcomes
+        if o.status == "accepted" and o.case_event_id is not None and o.event is not None
+    ]
+    await publish_events(rt, refs)
+    await publish_rejections(rt, [o.rejected_id for o in outcomes if o.rejected_id is not None])
+    for o in outcomes:
+        metrics.EVENTS_INGESTED.labels(o.status).inc()
+        log.info(
+            f"event.{'ingested' if o.status == 'accepted' else o.status}",
+            case_event_id=o.case_event_id,
+            rejected_id=o.rejected_id,
+            type=o.event.type if o.event else None,
+        )
+
+
+def mount(rt: Runtime, app: FastAPI) -> None:
+    app.include_router(router(rt))

@@ -1,0 +1,303 @@
+"""Delivering one notification: claim, render, hand to the channel, record, announce.
+
+Two short transactions around the channel call: no database transaction is held open while a
+provider works, so a slow provider cannot exhaust our connections. A row moves only forward
+under a row lock; a redelivered `notifications.due` record for a notification already sent is
+a no-op, and one left `sending` by a crash is first looked up at the channel, never resent
+blindly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core import audit, metrics
+from services.core.db import models as m
+from services.core.logs import get_logger
+from services.core.rendering import TemplateError, render
+from services.core.runtime import Runtime
+from services.core.states import Status, check_transition
+from services.core.topics import NOTIFICATIONS_STATUS
+from services.notifier.channels.base import (
+    DeliveryChannel,
+    OutgoingMessage,
+    PermanentFailure,
+    SendResult,
+    TemporaryFailure,
+)
+
+ACTOR = "notifier"
+LONDON = ZoneInfo("Europe/London")
+HUB_NAME = "the Care Hub"  # neutral: a text preview must not say what it is about
+SUPPORT_LINE = (
+    "you can call the 24/7 Rape and Sexual Abuse Support Line free on 0808 500 2222"
+)
+log = get_logger(ACTOR)
+
+
+@dataclass(frozen=True)
+class Claim:
+    message: OutgoingMessage
+    attempt_no: int
+    resume: bool  # a previous attempt was cut off: ask the channel before sending again
+
+
+class Undeliverable(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _due_text(value: datetime | None) -> str:
+    if value is None:
+        return "soon"
+    local = value.astimezone(LONDON)
+    return f"{local:%A} {local.day} {local:%B}"
+
+
+async def _advocate_for(session: AsyncSession, row: m.Notification, now: datetime) -> m.Advocate | None:
+    if row.advocate_id is not None:
+        return await session.get(m.Advocate, row.advocate_id)
+    if row.survivor_id is None:
+        return None
+    advocate_id = await session.scalar(
+        select(m.AdvocateAssignment.advocate_id)
+        .where(
+            m.AdvocateAssignment.survivor_id == row.survivor_id,
+            m.AdvocateAssignment.valid_from <= now,
+            or_(m.AdvocateAssignment.valid_to.is_(None), m.AdvocateAssignment.valid_to > now),
+        )
+        .order_by(m.AdvocateAssignment.valid_from.desc())
+        .limit(1)
+    )
+    if advocate_id is None:
+        case = await session.get_one(m.Case, row.case_id)
+        team = select(m.Team.supervisor_id).where(
+            m.Team.id == case.team_id if case.team_id is not None else m.Team.is_default.is_(True)
+        )
+        advocate_id = await session.scalar(team.limit(1))
+    return await session.get(m.Advocate, advocate_id) if advocate_id is not None else None
+
+
+async def _address_and_variables(
+    session: AsyncSession, row: m.Notification, case: m.Case, event: m.CaseEvent, now: datetime
+) -> tuple[str, dict[str, Any]]:
+    advocate = await _advocate_for(session, row, now)
+    variables: dict[str, Any] = {
+        "hub_name": HUB_NAME,
+        "support_line": SUPPORT_LINE,
+        "advocate_name": advocate.display_name if advocate else "your support worker",
+        "advocate_phone": (advocate.phone if advocate and advocate.phone else "the Care Hub"),
+        "due_by_text": _due_text(row.due_by),
+        "case_urn": case.urn,
+        "event_type": event.type,
+        "detail": row.detail,
+        "reason": (row.hold_reason or "").replace("_", " ") or None,
+    }
+    if row.recipient_role == "survivor":
+        survivor = await session.get_one(m.Survivor, row.survivor_id)
+        pref = await session.scalar(
+            select(m.ContactPreference)
+            .where(m.ContactPreference.survivor_id == row.survivor_id)
+            .order_by(m.ContactPreference.version.desc())
+            .limit(1)
+        )
+        name = survivor.preferred_name or (survivor.full_name or "").split(" ")[0] or "there"
+        variables["recipient_name"] = name
+        address = None
+        if pref is not None:
+            address = pref.phone if row.channel == "sms" else pref.email
+    else:
+        assert advocate is not None or row.advocate_id is None
+        recipient = await session.get(m.Advocate, row.advocate_id)
+        variables["recipient_name"] = recipient.display_name if recipient else "colleague"
+        variables["reason"] = (row.rule.rsplit(".", 1)[-1] or "").replace("_", " ")
+        address = recipient.email if recipient else None
+    if not address:
+        raise Undeliverable("no_address")
+    return address, variables
+
+
+async def claim(rt: Runtime, notification_id: str) -> Claim | None:
+    """Move a queued notification to `sending` and render it; None if there is nothing to do."""
+    now = rt.clock.now()
+    async with rt.sessions.begin() as session:
+        row = await session.get(m.Notification, notification_id, with_for_update=True)
+        if row is None or row.status not in (Status.QUEUED, Status.SENDING):
+            log.info("notification.skipped", notification_id=notification_id,
+                     status=row.status if row else None)
+            return None
+        resume = row.status == Status.SENDING
+        case = await session.get_one(m.Case, row.case_id)
+        event = await session.get_one(m.CaseEvent, row.case_event_id)
+        try:
+            if row.channel is None:
+                raise Undeliverable("no_channel")
+            address, variables = await _address_and_variables(session, row, case, event, now)
+            rendered = render(row.template, row.channel, row.language, variables)
+        except (Undeliverable, TemplateError) as exc:
+            code = exc.code if isinstance(exc, Undeliverable) else "template_error"
+            _finish(session, row, Status.FAILED, now, code)
+            return None
+        row.status = check_transition(row.status, Status.SENDING)
+        row.attempts += 1
+        row.updated_at = now
+        session.add(
+            m.DeliveryAttempt(
+                notification_id=row.id, attempt_no=row.attempts, channel=row.channel,
+                started_at=now,
+            )
+        )
+        audit.record(
+            session, at=now, actor=ACTOR, action="notification.sending",
+            case_id=row.case_id, notification_id=row.id, attempt=row.attempts, resume=resume,
+        )
+        message = OutgoingMessage(
+            notification_id=row.id,
+            event_id=row.event_id,
+            case_urn=case.urn,
+            recipient_role=row.recipient_role,
+            channel=row.channel,
+            to=address,
+            language=rendered.language,
+            template=rendered.template,
+            template_version=rendered.template_version,
+            subject=rendered.subject,
+            body=rendered.body,
+            send_at=row.send_at,
+            due_by=row.due_by,
+        )
+        return Claim(message, row.attempts, resume)
+
+
+def _finish(
+    session: AsyncSession, row: m.Notification, status: Status, now: datetime, reason: str | None
+) -> None:
+    row.status = check_transition(row.status, status)
+    row.status_reason = reason
+    row.updated_at = now
+    audit.record(
+        session, at=now, actor=ACTOR, action=f"notification.{status.value}",
+        case_id=row.case_id, notification_id=row.id, reason=reason,
+    )
+    metrics.NOTIFICATIONS.labels(status.value).inc()
+    log.info(f"notification.{status.value}", notification_id=row.id, reason=reason)
+
+
+async def deliver(rt: Runtime, channels: dict[str, DeliveryChannel], notification_id: str) -> str | None:
+    """Deliver one notification end to end; return its final status (None if skipped)."""
+    claimed = await claim(rt, notification_id)
+    if claimed is None:
+        return None
+    msg = claimed.message
+    channel = channels[msg.channel]
+    started = rt.clock.now()
+    result: SendResult | None = None
+    failure: str | None = None
+    permanent = False
+    if claimed.resume:
+        result = await channel.lookup(msg.notification_id)
+    if result is None:
+        try:
+            result = await channel.send(msg, rt.clock.now())
+        except PermanentFailure as exc:
+            failure, permanent = exc.code, True
+        except TemporaryFailure as exc:
+            failure = exc.code
+    metrics.DELIVERY_SECONDS.labels(msg.channel).observe(
+        max(0.0, (rt.clock.now() - started).total_seconds())
+    )
+    return await _record_result(rt, msg, claimed.attempt_no, result, failure, permanent)
+
+
+async def _record_result(
+    rt: Runtime,
+    msg: OutgoingMessage,
+    attempt_no: int,
+    result: SendResult | None,
+    failure: str | None,
+    permanent: bool,
+) -> str:
+    now = rt.clock.now()
+    async with rt.sessions.begin() as session:
+        row = await session.get_one(m.Notification, msg.notification_id, with_for_update=True)
+        attempt = await session.scalar(
+            select(m.DeliveryAttempt).where(
+                m.DeliveryAttempt.notification_id == row.id,
+                m.DeliveryAttempt.attempt_no == attempt_no,
+            )
+        )
+        if attempt is not None:
+            attempt.finished_at = now
+            attempt.outcome = "sent" if result else ("failed" if permanent else "retry")
+            attempt.provider_ref = result.provider_ref if result else None
+            attempt.error_code = failure
+        if result is not None:
+            row.provider_ref = result.provider_ref
+            row.sent_at = result.at
+            if result.delivered:
+                row.informed_at = result.at
+            _finish(session, row, Status.DELIVERED if result.delivered else Status.SENT, now, None)
+        elif permanent:
+            _finish(session, row, Status.FAILED, now, failure)
+        else:
+            # A temporary failure leaves it `sending`; the notifier issue adds retries with
+            # back-off. The re-drive will not pick it up, so record why it waits.
+            row.status_reason = failure
+            row.updated_at = now
+        status = row.status
+        status_event = _status_event(row, msg, now)
+    await _announce(rt, msg.case_urn, status_event)
+    return status
+
+
+def _status_event(row: m.Notification, msg: OutgoingMessage, now: datetime) -> dict[str, Any]:
+    """A CloudEvent for `notifications.status`: subject = URN, no personal data."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+    return {
+        "specversion": "1.0",
+        "id": f"{row.id}:{row.status}",
+        "source": "carehub/notifier",
+        "type": f"carehub.notification.{row.status}",
+        "subject": msg.case_urn,
+        "time": iso(now),
+        "datacontenttype": "application/json",
+        "data": {
+            "notification_id": row.id,
+            "event_source": row.event_source,
+            "event_id": row.event_id,
+            "recipient_role": row.recipient_role,
+            "channel": row.channel,
+            "status": row.status,
+            "informed_at": iso(row.informed_at),
+            "due_by": iso(row.due_by),
+            "rule": row.rule,
+        },
+    }
+
+
+async def _announce(rt: Runtime, urn: str, event: dict[str, Any]) -> None:
+    try:
+        await rt.broker.publish(
+            json.dumps(event).encode(), NOTIFICATIONS_STATUS.name, key=urn.encode(),
+            headers={"content-type": "application/cloudevents+json"},
+        )
+    except Exception as exc:  # noqa: BLE001 - the database row is the record; this is a courtesy
+        log.warning("status.publish_failed", error=type(exc).__name__)
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(m.Notification.status, func.count()).group_by(m.Notification.status)
+    )
+    return {status: n for status, n in rows.all()}

@@ -1,0 +1,143 @@
+"""The dispatcher: releases due notifications onto `notifications.due`, and re-drives work the
+broker never carried.
+
+Release is a transactional outbox: due rows move `scheduled -> queued` under
+`FOR UPDATE SKIP LOCKED` (so several dispatchers never release one row twice), the transaction
+commits, and only then are the ids published. A crash between the two leaves rows `queued`
+and unpublished; the re-drive publishes them again after `CAREHUB_REDRIVE_AFTER_S`, and the
+notifier, which acts only on a row still `queued` (or a `sending` it must check), never sends
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from fastapi import FastAPI
+from sqlalchemy import or_, select
+
+from services.core import audit, metrics
+from services.core.db import models as m
+from services.core.domain import EventStatus
+from services.core.logs import get_logger
+from services.core.records import CaseEventRef, NotificationDue
+from services.core.runtime import Runtime
+from services.core.states import Status, check_transition
+from services.core.topics import CASE_EVENTS, NOTIFICATIONS_DUE
+
+NAME = "dispatcher"
+ACTOR = "dispatcher"
+log = get_logger(NAME)
+
+
+def recipient_key(row: m.Notification) -> bytes:
+    who = row.survivor_id if row.recipient_role == "survivor" else row.advocate_id
+    return f"{row.recipient_role}:{who}".encode()
+
+
+async def release_due(rt: Runtime) -> int:
+    """Queue every scheduled notification whose `send_at` has come; return how many."""
+    now = rt.clock.now()
+    async with rt.sessions.begin() as session:
+        rows = (
+            await session.scalars(
+                select(m.Notification)
+                .where(m.Notification.status == Status.SCHEDULED, m.Notification.send_at <= now)
+                .order_by(m.Notification.send_at)
+                .limit(rt.settings.dispatch_batch_size)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for row in rows:
+            row.status = check_transition(row.status, Status.QUEUED)
+            row.queued_at = row.updated_at = now
+            audit.record(
+                session, at=now, actor=ACTOR, action="notification.queued",
+                case_id=row.case_id, notification_id=row.id, rule=row.rule,
+            )
+        due = [(NotificationDue(r.id, r.channel or ""), recipient_key(r)) for r in rows]
+    await _publish_due(rt, due)
+    for _ in due:
+        metrics.NOTIFICATIONS.labels(Status.QUEUED.value).inc()
+    return len(due)
+
+
+async def _publish_due(rt: Runtime, due: list[tuple[NotificationDue, bytes]]) -> None:
+    try:
+        for record, key in due:
+            await rt.broker.publish(record.encode(), NOTIFICATIONS_DUE.name, key=key)
+            log.info("notification.queued", notification_id=record.notification_id)
+    except Exception as exc:  # noqa: BLE001 - the re-drive publishes them again
+        log.warning("notification.publish_failed", count=len(due), error=type(exc).__name__)
+
+
+async def redrive(rt: Runtime) -> dict[str, int]:
+    """Publish again what the database holds but the broker did not deliver in time.
+
+    Events recorded but unpublished or unprocessed, and notifications queued but not picked up,
+    for longer than `CAREHUB_REDRIVE_AFTER_S`. Every consumer is idempotent, so a record that
+    was merely slow is handled once all the same.
+    """
+    now = rt.clock.now()
+    cutoff = now - timedelta(seconds=rt.settings.redrive_after_s)
+    limit = rt.settings.dispatch_batch_size
+    async with rt.sessions.begin() as session:
+        events = (
+            await session.scalars(
+                select(m.CaseEvent)
+                .where(
+                    m.CaseEvent.processed_at.is_(None),
+                    m.CaseEvent.status == EventStatus.PENDING,
+                    or_(
+                        m.CaseEvent.published_at.is_(None) & (m.CaseEvent.received_at < cutoff),
+                        m.CaseEvent.published_at < cutoff,
+                    ),
+                )
+                .order_by(m.CaseEvent.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        refs = [CaseEventRef(e.id, e.source, e.event_id, e.type, e.urn) for e in events]
+        for e in events:
+            e.published_at = now
+        stale = (
+            await session.scalars(
+                select(m.Notification)
+                .where(m.Notification.status == Status.QUEUED, m.Notification.queued_at < cutoff)
+                .order_by(m.Notification.queued_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for row in stale:
+            row.queued_at = row.updated_at = now
+            audit.record(
+                session, at=now, actor=ACTOR, action="notification.redriven",
+                case_id=row.case_id, notification_id=row.id,
+            )
+        due = [(NotificationDue(r.id, r.channel or ""), recipient_key(r)) for r in stale]
+    for ref in refs:
+        await rt.broker.publish(ref.encode(), CASE_EVENTS.name, key=ref.subject.encode())
+    await _publish_due(rt, due)
+    if refs or due:
+        log.info("redrive.done", events=len(refs), notifications=len(due))
+    return {"events": len(refs), "notifications": len(due)}
+
+
+async def run_loop(rt: Runtime) -> None:
+    interval = rt.settings.dispatch_interval_ms / 1000
+    next_redrive: datetime | None = None
+    while True:
+        released = await release_due(rt)
+        now = rt.clock.now()
+        if next_redrive is None or now >= next_redrive:
+            await redrive(rt)
+            next_redrive = now + timedelta(seconds=max(1, rt.settings.redrive_after_s // 4))
+        if released < rt.settings.dispatch_batch_size:
+            await asyncio.sleep(interval)
+
+
+def mount(rt: Runtime, app: FastAPI) -> None:
+    rt.background.append((NAME, lambda: run_loop(rt)))

@@ -1,0 +1,114 @@
+"""Shared fixtures: real PostgreSQL databases, a real embedded broker, in-process stacks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.core.embedded_broker import EmbeddedBroker, free_port
+from services.core.settings import Settings, load_settings
+
+PG_ADMIN_DSN = os.environ.get("CAREHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _pg_base() -> str:
+    return PG_ADMIN_DSN.rsplit("/", 1)[0]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"carehub_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({type(exc).__name__}): "
+            "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+        )
+    try:
+        yield f"postgresql+asyncpg://{_pg_base().split('://', 1)[1]}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'carehub.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on the embedded default and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'carehub.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A real Kafka-protocol broker (tansu), fresh for each test: it keeps data in memory only."""
+    embedded = EmbeddedBroker(free_port())
+    embedded.start()
+    try:
+        yield embedded
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Any:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "var_dir": tmp_path / "var",
+            "http_port": 0,
+            "kafka_session_timeout_ms": 6000,
+            "dispatch_interval_ms": 50,
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return build
+
+
+@pytest.fixture
+async def stack(
+    make_settings: Any, database_url: str, broker: EmbeddedBroker
+) -> AsyncIterator[Any]:
+    """The whole service in this process, on the real broker, for each database."""
+    from services.cli import SERVICES
+    from services.core.runner import running_stack
+
+    settings = make_settings(database_url=database_url, kafka_bootstrap=broker.bootstrap)
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as running:
+        yield running
+
+
+@pytest.fixture
+async def ingest_stack(
+    make_settings: Any, database_url: str, broker: EmbeddedBroker
+) -> AsyncIterator[Any]:
+    """Only the ingest service (no consumers, so no group joins to wait for)."""
+    from services import ingest
+    from services.core.runner import running_stack
+
+    settings = make_settings(database_url=database_url, kafka_bootstrap=broker.bootstrap)
+    async with running_stack(settings, [ingest], own_broker=False) as running:
+        yield running

@@ -1,0 +1,94 @@
+"""The `carehub` command as people and scripts use it: run, ingest, demo, migrate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from services.core.embedded_broker import free_port
+from tests.e2e.processes import CarehubProcess, base_env
+from tests.integration.test_pipeline import CE, arrested, crime_recorded
+
+
+def carehub(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def last_json(stdout: str) -> dict[str, object]:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_run_on_embedded_defaults_serves_and_writes_outbox(tmp_path: Path) -> None:
+    env = base_env(CAREHUB_EMBEDDED_BROKER_PORT=str(free_port()), CAREHUB_HTTP_PORT="0",
+                   CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000")
+    proc = CarehubProcess("run", ["run", "--demo-data"], env, tmp_path).start()
+    try:
+        ready_line = next(l for l in proc.output().splitlines() if l.startswith("carehub ready"))
+        assert f"outbox={tmp_path / 'var' / 'outbox'}" in ready_line
+        info = json.loads((tmp_path / "var" / "run.json").read_text())
+        assert info["http"] == proc.address and info["database"] == "sqlite"
+        assert info["broker"] == f"127.0.0.1:{env['CAREHUB_EMBEDDED_BROKER_PORT']}"
+        assert (tmp_path / "var" / "carehub.db").exists()
+
+        with httpx.Client(base_url=proc.address) as client:
+            assert client.get("/readyz").status_code == 200
+            response = client.post("/v1/events", json=crime_recorded("01AB1234524", "r1"), headers=CE)
+            assert response.status_code == 202
+        outbox = tmp_path / "var" / "outbox"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list(outbox.glob("*.json"))) < 2:
+            time.sleep(0.1)
+        files = [json.loads(p.read_text()) for p in outbox.glob("*.json")]
+        # The demo team's supervisor stands in for the survivor who has no advocate yet.
+        assert sorted(f["recipient_role"] for f in files) == ["supervisor", "survivor"]
+
+        lines = tmp_path / "events.jsonl"
+        event = json.dumps(arrested("01AB1234524", "f1"))
+        bad = ["this line is not json", json.dumps({"specversion": "1.0"})]
+        lines.write_text("\n".join([event, event, *bad]) + "\n")
+        done = carehub(["ingest", str(lines)], env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert last_json(done.stdout) == {"accepted": 1, "rejected": 2, "duplicates": 1}
+    finally:
+        code = proc.stop()
+    assert code == 0
+    assert not (tmp_path / "var" / "run.json").exists()
+
+
+def test_only_is_refused_on_sqlite(tmp_path: Path) -> None:
+    done = carehub(["run", "--only", "rules"], base_env(), tmp_path)
+    assert done.returncode != 0
+    assert "--only needs PostgreSQL" in done.stderr
+    assert "error" in last_json(done.stdout)
+
+
+def test_ingest_without_a_running_stack_says_so(tmp_path: Path) -> None:
+    (tmp_path / "e.jsonl").write_text("{}\n")
+    done = carehub(["ingest", "e.jsonl"], base_env(), tmp_path)
+    assert done.returncode != 0
+    assert "no running carehub found" in done.stderr
+
+
+def test_demo_tells_the_story_and_exits_zero(tmp_path: Path) -> None:
+    done = carehub(["demo"], base_env(), tmp_path, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = last_json(done.stdout)
+    assert summary["settled"] is True
+    assert summary["by_status"] == {"delivered": 4}
+    assert "What was decided and delivered" in done.stderr
+    assert "Riley (survivor)" in done.stderr and "Jordan Example (isva)" in done.stderr
+    assert not (tmp_path / "var").exists()  # its own stack, in a temporary directory
+
+
+def test_migrate_reports_the_revision(pg_url: str, tmp_path: Path) -> None:
+    done = carehub(["migrate"], base_env(CAREHUB_DATABASE_URL=pg_url.replace("+asyncpg", "")), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert last_json(done.stdout) == {"revision": "0001"}

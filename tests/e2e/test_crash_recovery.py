@@ -1,0 +1,169 @@
+"""Events in, notifications out, across separate processes on the real embedded broker and real
+PostgreSQL, with the rules consumer and the notifier killed (SIGKILL) mid-stream and restarted:
+nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from services.core.db import models as m
+from services.core.db.engine import make_engine, session_factory, upgrade
+from services.core.embedded_broker import free_port
+from tests.e2e.processes import CarehubProcess, base_env
+from tests.integration.test_pipeline import arrested, crime_recorded
+
+CASES = 120  # each: crime_recorded (2 notifications) and suspect_arrested (1)
+BATCH = 6
+
+
+def urn(i: int) -> str:
+    return f"01AB{10000 + i:05d}26"
+
+
+def events() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(CASES):
+        out.append(crime_recorded(urn(i), f"c{i}"))
+        out.append(arrested(urn(i), f"a{i}"))
+    # Interleave so arrests of early cases arrive while later crimes are still coming in.
+    return out
+
+
+async def seed_team(url: str) -> None:
+    engine = make_engine(url)
+    await upgrade(engine)
+    async with session_factory(engine).begin() as session:
+        team = m.Team(name="Crash team", is_default=True)
+        session.add(team)
+        await session.flush()
+        from datetime import UTC, datetime
+
+        sup = m.Advocate(
+            staff_ref="S1", role="supervisor", team_id=team.id, display_name="Sam Supervisor",
+            email="sam.supervisor@example.org", phone="+447700900010",
+            created_at=datetime.now(UTC),
+        )
+        session.add(sup)
+        await session.flush()
+        team.supervisor_id = sup.id
+    await engine.dispose()
+
+
+async def counts(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            processed = await session.scalar(
+                select(func.count()).where(m.CaseEvent.processed_at.is_not(None))
+            )
+            delivered = await session.scalar(
+                select(func.count()).where(m.Notification.status == "delivered")
+            )
+            total = await session.scalar(select(func.count()).select_from(m.Notification))
+        return {"processed": processed or 0, "delivered": delivered or 0, "notifications": total or 0}
+    finally:
+        await engine.dispose()
+
+
+def post_slowly(url: str, items: list[dict[str, Any]], done: threading.Event) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for start in range(0, len(items), BATCH):
+            response = client.post(
+                "/v1/events", content=json.dumps(items[start : start + BATCH]),
+                headers={"content-type": "application/cloudevents-batch+json"},
+            )
+            assert response.status_code == 207, response.text
+            assert response.json()["counts"]["accepted"] == len(items[start : start + BATCH])
+            time.sleep(0.25)
+    done.set()
+
+
+async def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_sigkill_mid_stream_loses_and_doubles_nothing(pg_url: str, tmp_path: Path) -> None:
+    await seed_team(pg_url)
+    port = free_port()
+    outbox = tmp_path / "outbox"
+    env = base_env(
+        CAREHUB_DATABASE_URL=pg_url,
+        CAREHUB_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
+        CAREHUB_EMBEDDED_BROKER_PORT=str(port),
+        CAREHUB_OUTBOX_DIR=str(outbox),
+        CAREHUB_HTTP_PORT="0",
+        CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000",
+        CAREHUB_KAFKA_MAX_RECORDS="20",
+        CAREHUB_REDRIVE_AFTER_S="20",
+        CAREHUB_LOG_LEVEL="INFO",
+    )
+    broker = CarehubProcess("broker", ["broker"], env, tmp_path).start()
+    procs = {
+        name: CarehubProcess(name, ["run", "--only", name], env, tmp_path)
+        for name in ("ingest", "rules", "dispatcher", "notifier")
+    }
+    try:
+        for proc in procs.values():
+            proc.start()
+        items = events()
+        posted = threading.Event()
+        feeder = threading.Thread(
+            target=post_slowly, args=(procs["ingest"].address, items, posted), daemon=True
+        )
+        feeder.start()
+
+        async def working() -> bool:
+            return (await counts(pg_url))["delivered"] >= 10
+
+        await wait_until(working, 60, "the first deliveries")
+        assert not posted.is_set(), "the stream ended before the kill: not mid-stream"
+        # Both consumers die at once, mid-transaction or mid-send, offsets uncommitted.
+        procs["rules"].kill()
+        procs["notifier"].kill()
+        before_restart = await counts(pg_url)
+        assert before_restart["processed"] < len(items)
+        procs["rules"].start()
+        procs["notifier"].start()
+        feeder.join(timeout=120)
+        assert posted.is_set()
+
+        expected = CASES * 3
+
+        async def all_delivered() -> bool:
+            c = await counts(pg_url)
+            return c["processed"] == len(items) and c["delivered"] == expected
+
+        await wait_until(all_delivered, 120, f"{expected} delivered notifications")
+        await asyncio.sleep(1.5)  # give a doubled delivery, if there were one, time to appear
+        final = await counts(pg_url)
+        assert final == {"processed": len(items), "delivered": expected, "notifications": expected}
+        files = list(outbox.glob("*.json"))
+        assert len(files) == expected
+        journal = Counter(
+            line.split()[0] for line in (outbox / "journal.log").read_text().splitlines()
+        )
+        doubled = {nid: n for nid, n in journal.items() if n > 1}
+        assert not doubled, f"handed over more than once: {doubled}"
+        assert len(journal) == expected
+        roles = Counter(json.loads(p.read_text())["template"] for p in files)
+        assert roles == {
+            "survivor_welcome": CASES, "advocate_new_referral": CASES, "survivor_case_update": CASES
+        }
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        broker.stop()
