@@ -21,8 +21,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/carehub run --demo-data
 
-## Run the whole test suite (needs PostgreSQL on 127.0.0.1:5432; .ci/run starts it).
+## Lint, type-check, then run the whole test suite (needs PostgreSQL on 127.0.0.1:5432;
+## .ci/run starts it).
 test: $(STAMP)
+	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

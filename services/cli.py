@@ -21,7 +21,7 @@ from typing import Any
 import typer
 
 from services import demo, ingest, notifier, portal, rules
-from services.core.db.engine import current_revision, make_engine, session_factory, upgrade
+from services.core.db.engine import current_revision, make_engine, upgrade
 from services.core.embedded_broker import EmbeddedBroker, free_port
 from services.core.logs import configure_logging
 from services.core.runner import remove_run_file, running_stack, write_run_file
@@ -34,7 +34,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 SERVICES: dict[str, Service] = {
     "ingest": ingest,
     "rules": rules,
-    "dispatcher": dispatcher,  # type: ignore[dict-item]
+    "dispatcher": dispatcher,
     "notifier": notifier,
     "portal": portal,
 }

@@ -40,7 +40,8 @@ def pg_url() -> Iterator[str]:
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({type(exc).__name__}): "
-            "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+            "start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
         )
     try:
         yield f"postgresql+asyncpg://{_pg_base().split('://', 1)[1]}/{name}"

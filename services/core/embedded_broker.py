@@ -69,7 +69,9 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ConfigurationError(f"the embedded broker exited with {self.process.returncode}")
+                raise ConfigurationError(
+                    f"the embedded broker exited with {self.process.returncode}"
+                )
             if port_open("127.0.0.1", self.port):
                 return
             time.sleep(0.05)

@@ -63,9 +63,7 @@ async def ensure_topics(bootstrap: str, topics: tuple[Topic, ...] = REGISTRY) ->
         missing = [t for t in topics if t.name not in existing]
         if not missing:
             return []
-        response = await admin.create_topics(
-            [NewTopic(t.name, t.partitions, 1) for t in missing]
-        )
+        response = await admin.create_topics([NewTopic(t.name, t.partitions, 1) for t in missing])
         created = []
         for name, code, *_ in response.topic_errors:
             if code not in (0, _TOPIC_EXISTS):

@@ -8,7 +8,9 @@ EVENTS_INGESTED = Counter(
     "carehub_events_ingested_total", "Case events offered to ingest, by result", ["result"]
 )
 EVENTS_PROCESSED = Counter(
-    "carehub_events_processed_total", "Case events the rules consumer finished, by status", ["status"]
+    "carehub_events_processed_total",
+    "Case events the rules consumer finished, by status",
+    ["status"],
 )
 DECISIONS = Counter("carehub_decisions_total", "Rules decisions, by outcome", ["outcome"])
 NOTIFICATIONS = Counter(

@@ -11,6 +11,12 @@ class BadRecord(ValueError):
     """A record on one of our topics is not what the topic carries."""
 
 
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRecord("a reference field is missing or not a string")
+    return value
+
+
 def _load(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
@@ -42,13 +48,15 @@ class CaseEventRef:
         try:
             return cls(
                 case_event_id=int(value["case_event_id"]),
-                source=str(value["source"]),
-                id=str(value["id"]),
-                type=str(value["type"]),
-                subject=str(value["subject"]),
+                source=_text(value["source"]),
+                id=_text(value["id"]),
+                type=_text(value["type"]),
+                subject=_text(value["subject"]),
             )
         except (KeyError, TypeError, ValueError):
-            raise BadRecord("case-events record lacks case_event_id/source/id/type/subject") from None
+            raise BadRecord(
+                "case-events record lacks case_event_id/source/id/type/subject"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class NotificationDue:
     def decode(cls, raw: bytes | str | dict[str, Any]) -> NotificationDue:
         value = _load(raw)
         try:
-            return cls(notification_id=str(value["notification_id"]), channel=str(value["channel"]))
+            return cls(
+                notification_id=_text(value["notification_id"]), channel=str(value["channel"] or "")
+            )
         except KeyError:
             raise BadRecord("notifications.due record lacks notification_id/channel") from None

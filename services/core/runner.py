@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,15 @@ from services.core.settings import Settings
 log = get_logger("runner")
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: whoever drives the stack (`carehub run`, the
+    demo) decides when to stop, and stops the broker and consumers too, not only HTTP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @dataclass
 class RunningStack:
     runtime: Runtime
@@ -42,8 +51,10 @@ class RunningStack:
 
     @property
     def bootstrap(self) -> str:
-        return self.runtime.settings.bootstrap_servers if self.embedded is None else (
-            self.embedded.bootstrap
+        return (
+            self.runtime.settings.bootstrap_servers
+            if self.embedded is None
+            else (self.embedded.bootstrap)
         )
 
 
@@ -140,9 +151,7 @@ async def running_stack(
             lifespan="off",
             limit_concurrency=512,
         )
-        server = uvicorn.Server(config)
-        # Signals are handled by whoever drives the stack (`carehub run`), not by uvicorn.
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _QuietServer(config)
         tasks.append(asyncio.create_task(server.serve(), name="http"))
         while not server.started:
             if tasks[-1].done():

@@ -17,7 +17,11 @@ BATCH = "application/cloudevents-batch+json"
 
 
 async def send_file(
-    base_url: str, path: Path, *, batch_size: int = 100, progress: Callable[[str], None] | None = None
+    base_url: str,
+    path: Path,
+    *,
+    batch_size: int = 100,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
     pending: list[Any] = []

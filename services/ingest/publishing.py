@@ -56,9 +56,7 @@ async def publish_rejections(rt: Runtime, rejected_ids: Sequence[int]) -> None:
                     "received_at": row.received_at.isoformat(),
                 }
                 key = f"{row.source or '-'}/{row.event_id or row.id}".encode()
-                await rt.broker.publish(
-                    json.dumps(record).encode(), CASE_EVENTS_DLQ.name, key=key
-                )
+                await rt.broker.publish(json.dumps(record).encode(), CASE_EVENTS_DLQ.name, key=key)
                 row.published_at = rt.clock.now()
         except Exception as exc:  # noqa: BLE001 - the rows stay; an operator can list them
             log.warning("dlq.publish_failed", count=len(rows), error=type(exc).__name__)

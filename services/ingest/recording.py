@@ -81,8 +81,15 @@ async def record_event(
     except InvalidEvent as exc:
         ids = _ids_of(obj)
         rejected = await reject(
-            session, original, now=now, way_in=way_in, feed=feed, reason_code="invalid",
-            errors=exc.errors, source=ids[0], event_id=ids[1],
+            session,
+            original,
+            now=now,
+            way_in=way_in,
+            feed=feed,
+            reason_code="invalid",
+            errors=exc.errors,
+            source=ids[0],
+            event_id=ids[1],
         )
         return Outcome("invalid", rejected_id=rejected.id, errors=list(exc.errors))
 
@@ -103,16 +110,27 @@ async def record_event(
                 raise
         else:
             audit.record(
-                session, at=now, actor=ACTOR, action="event.recorded",
-                case_event_id=row.id, type=event.type, way_in=way_in,
+                session,
+                at=now,
+                actor=ACTOR,
+                action="event.recorded",
+                case_event_id=row.id,
+                type=event.type,
+                way_in=way_in,
             )
             return Outcome("accepted", case_event_id=row.id, event=event)
     if existing.payload_hash == digest:
         return Outcome("duplicate", case_event_id=existing.id, event=event)
     errors = [FieldError("/id", "was already received from this source with a different payload")]
     rejected = await reject(
-        session, original, now=now, way_in=way_in, feed=feed,
-        reason_code="conflicting_duplicate", errors=errors, source=event.source,
+        session,
+        original,
+        now=now,
+        way_in=way_in,
+        feed=feed,
+        reason_code="conflicting_duplicate",
+        errors=errors,
+        source=event.source,
         event_id=event.id,
     )
     return Outcome("conflict", rejected_id=rejected.id, event=event, errors=errors)
@@ -144,8 +162,13 @@ async def reject(
     session.add(row)
     await session.flush()
     audit.record(
-        session, at=now, actor=ACTOR, action="event.rejected",
-        rejected_id=row.id, reason=reason_code, way_in=way_in,
+        session,
+        at=now,
+        actor=ACTOR,
+        action="event.rejected",
+        rejected_id=row.id,
+        reason=reason_code,
+        way_in=way_in,
     )
     return row
 
@@ -154,9 +177,11 @@ def _ids_of(obj: object) -> tuple[str | None, str | None]:
     """(source, id) of an invalid record when they are plausible strings, for the operator."""
     if not isinstance(obj, dict):
         return None, None
-    src, eid = obj.get("source"), obj.get("id")
-    ok = lambda v: isinstance(v, str) and 0 < len(v) <= 200  # noqa: E731
-    return (src if ok(src) else None, eid if ok(eid) else None)  # type: ignore[return-value]
+
+    def plausible(value: object) -> str | None:
+        return value if isinstance(value, str) and 0 < len(value) <= 200 else None
+
+    return plausible(obj.get("source")), plausible(obj.get("id"))
 
 
 async def _existing(session: AsyncSession, event: CanonicalEvent) -> m.CaseEvent | None:

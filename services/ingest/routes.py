@@ -56,7 +56,11 @@ def router(rt: Runtime) -> APIRouter:
         except (ValueError, UnicodeDecodeError):
             async with rt.sessions.begin() as session:
                 rejected = await reject(
-                    session, body, now=now, way_in="http", reason_code="malformed_json",
+                    session,
+                    body,
+                    now=now,
+                    way_in="http",
+                    reason_code="malformed_json",
                     errors=[FieldError("", "body is not valid UTF-8 JSON")],
                 )
             await publish_rejections(rt, [rejected.id])

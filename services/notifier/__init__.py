@@ -25,7 +25,7 @@ def mount(rt: Runtime, app: FastAPI) -> None:
     # Provider callbacks (delivery receipts, inbound SMS) are mounted here by the notifier work.
     app.include_router(APIRouter(prefix="/v1/providers"))
 
-    @rt.broker.subscriber(NOTIFICATIONS_DUE.name, **batch_subscriber_options(rt.settings, NAME))
+    @rt.broker.subscriber(NOTIFICATIONS_DUE.name, **batch_subscriber_options(rt.settings, NAME))  # type: ignore[untyped-decorator]
     async def on_due(records: list[Any]) -> None:
         ids: list[str] = []
         for raw in records:

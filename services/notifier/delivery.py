@@ -36,9 +36,7 @@ from services.notifier.channels.base import (
 ACTOR = "notifier"
 LONDON = ZoneInfo("Europe/London")
 HUB_NAME = "the Care Hub"  # neutral: a text preview must not say what it is about
-SUPPORT_LINE = (
-    "you can call the 24/7 Rape and Sexual Abuse Support Line free on 0808 500 2222"
-)
+SUPPORT_LINE = "you can call the 24/7 Rape and Sexual Abuse Support Line free on 0808 500 2222"
 log = get_logger(ACTOR)
 
 
@@ -62,7 +60,9 @@ def _due_text(value: datetime | None) -> str:
     return f"{local:%A} {local.day} {local:%B}"
 
 
-async def _advocate_for(session: AsyncSession, row: m.Notification, now: datetime) -> m.Advocate | None:
+async def _advocate_for(
+    session: AsyncSession, row: m.Notification, now: datetime
+) -> m.Advocate | None:
     if row.advocate_id is not None:
         return await session.get(m.Advocate, row.advocate_id)
     if row.survivor_id is None:
@@ -131,8 +131,11 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
     async with rt.sessions.begin() as session:
         row = await session.get(m.Notification, notification_id, with_for_update=True)
         if row is None or row.status not in (Status.QUEUED, Status.SENDING):
-            log.info("notification.skipped", notification_id=notification_id,
-                     status=row.status if row else None)
+            log.info(
+                "notification.skipped",
+                notification_id=notification_id,
+                status=row.status if row else None,
+            )
             return None
         resume = row.status == Status.SENDING
         case = await session.get_one(m.Case, row.case_id)
@@ -151,13 +154,21 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
         row.updated_at = now
         session.add(
             m.DeliveryAttempt(
-                notification_id=row.id, attempt_no=row.attempts, channel=row.channel,
+                notification_id=row.id,
+                attempt_no=row.attempts,
+                channel=row.channel,
                 started_at=now,
             )
         )
         audit.record(
-            session, at=now, actor=ACTOR, action="notification.sending",
-            case_id=row.case_id, notification_id=row.id, attempt=row.attempts, resume=resume,
+            session,
+            at=now,
+            actor=ACTOR,
+            action="notification.sending",
+            case_id=row.case_id,
+            notification_id=row.id,
+            attempt=row.attempts,
+            resume=resume,
         )
         message = OutgoingMessage(
             notification_id=row.id,
@@ -184,14 +195,21 @@ def _finish(
     row.status_reason = reason
     row.updated_at = now
     audit.record(
-        session, at=now, actor=ACTOR, action=f"notification.{status.value}",
-        case_id=row.case_id, notification_id=row.id, reason=reason,
+        session,
+        at=now,
+        actor=ACTOR,
+        action=f"notification.{status.value}",
+        case_id=row.case_id,
+        notification_id=row.id,
+        reason=reason,
     )
     metrics.NOTIFICATIONS.labels(status.value).inc()
     log.info(f"notification.{status.value}", notification_id=row.id, reason=reason)
 
 
-async def deliver(rt: Runtime, channels: dict[str, DeliveryChannel], notification_id: str) -> str | None:
+async def deliver(
+    rt: Runtime, channels: dict[str, DeliveryChannel], notification_id: str
+) -> str | None:
     """Deliver one notification end to end; return its final status (None if skipped)."""
     claimed = await claim(rt, notification_id)
     if claimed is None:
@@ -289,7 +307,9 @@ def _status_event(row: m.Notification, msg: OutgoingMessage, now: datetime) -> d
 async def _announce(rt: Runtime, urn: str, event: dict[str, Any]) -> None:
     try:
         await rt.broker.publish(
-            json.dumps(event).encode(), NOTIFICATIONS_STATUS.name, key=urn.encode(),
+            json.dumps(event).encode(),
+            NOTIFICATIONS_STATUS.name,
+            key=urn.encode(),
             headers={"content-type": "application/cloudevents+json"},
         )
     except Exception as exc:  # noqa: BLE001 - the database row is the record; this is a courtesy

@@ -20,6 +20,6 @@ def mount(rt: Runtime, app: FastAPI) -> None:
     consumer = RulesConsumer(rt, Engine(load_rules(rt.settings.rules_file), rt.calendar))
     rt.extras["rules_consumer"] = consumer
 
-    @rt.broker.subscriber(CASE_EVENTS.name, **batch_subscriber_options(rt.settings, NAME))
+    @rt.broker.subscriber(CASE_EVENTS.name, **batch_subscriber_options(rt.settings, NAME))  # type: ignore[untyped-decorator]
     async def on_case_events(records: list[Any]) -> None:
         await consumer.handle_batch(records)

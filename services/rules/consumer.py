@@ -92,10 +92,14 @@ class RulesConsumer:
         if case is None:
             row.status = EventStatus.AWAITING_CONTEXT
             audit.record(
-                session, at=now, actor=ACTOR, action="event.awaiting_context",
-                case_event_id=row.id, type=row.type,
+                session,
+                at=now,
+                actor=ACTOR,
+                action="event.awaiting_context",
+                case_event_id=row.id,
+                type=row.type,
             )
-            return [(row.id, row.status)]
+            return [(row.id, str(row.status))]
         try:
             async with session.begin_nested():
                 await self._decide_and_write(session, row, case, now)
@@ -107,12 +111,17 @@ class RulesConsumer:
             row.status = EventStatus.FAILED
             row.error_code = type(exc).__name__
             audit.record(
-                session, at=now, actor=ACTOR, action="event.failed",
-                case_id=case.id, case_event_id=row.id, error=type(exc).__name__,
+                session,
+                at=now,
+                actor=ACTOR,
+                action="event.failed",
+                case_id=case.id,
+                case_event_id=row.id,
+                error=type(exc).__name__,
             )
         row.processed_at = now
         row.rules_version = self.engine.rules.version
-        done = [(row.id, row.status)]
+        done: list[tuple[int, str]] = [(row.id, str(row.status))]
         # The case is known now: events that arrived before it was are processed in order.
         parked = (
             await session.scalars(
@@ -137,8 +146,13 @@ class RulesConsumer:
         decisions = self.engine.decide(event_facts(row), context, now)
         if not decisions:
             audit.record(
-                session, at=now, actor=ACTOR, action="event.no_decision",
-                case_id=case.id, case_event_id=row.id, type=row.type,
+                session,
+                at=now,
+                actor=ACTOR,
+                action="event.no_decision",
+                case_id=case.id,
+                case_event_id=row.id,
+                type=row.type,
                 survivors=len(context.survivors),
                 rules_version=self.engine.rules.version,
             )
@@ -178,9 +192,16 @@ class RulesConsumer:
             )
         )
         audit.record(
-            session, at=now, actor=ACTOR, action=f"decision.{decision.outcome.value}",
-            case_id=case.id, case_event_id=row.id, notification_id=nid, rule=decision.rule,
-            recipient_role=decision.recipient.role.value, recipient_id=decision.recipient.id,
+            session,
+            at=now,
+            actor=ACTOR,
+            action=f"decision.{decision.outcome.value}",
+            case_id=case.id,
+            case_event_id=row.id,
+            notification_id=nid,
+            rule=decision.rule,
+            recipient_role=decision.recipient.role.value,
+            recipient_id=decision.recipient.id,
             channel=decision.channel.value if decision.channel else None,
             hold_reason=decision.hold_reason,
         )

@@ -53,8 +53,13 @@ async def release_due(rt: Runtime) -> int:
             row.status = check_transition(row.status, Status.QUEUED)
             row.queued_at = row.updated_at = now
             audit.record(
-                session, at=now, actor=ACTOR, action="notification.queued",
-                case_id=row.case_id, notification_id=row.id, rule=row.rule,
+                session,
+                at=now,
+                actor=ACTOR,
+                action="notification.queued",
+                case_id=row.case_id,
+                notification_id=row.id,
+                rule=row.rule,
             )
         due = [(NotificationDue(r.id, r.channel or ""), recipient_key(r)) for r in rows]
     await _publish_due(rt, due)
@@ -114,8 +119,12 @@ async def redrive(rt: Runtime) -> dict[str, int]:
         for row in stale:
             row.queued_at = row.updated_at = now
             audit.record(
-                session, at=now, actor=ACTOR, action="notification.redriven",
-                case_id=row.case_id, notification_id=row.id,
+                session,
+                at=now,
+                actor=ACTOR,
+                action="notification.redriven",
+                case_id=row.case_id,
+                notification_id=row.id,
             )
         due = [(NotificationDue(r.id, r.channel or ""), recipient_key(r)) for r in stale]
     for ref in refs:

@@ -77,51 +77,106 @@ def load_rules(path: Path | None = None) -> RuleSet:
     templates = catalogue()
     events: dict[str, EventRule] = {}
     for key_node, rule_node in events_node.value:
-        etype = key_node.value
-        data = yaml.safe_load(yaml.serialize(rule_node)) if rule_node is not None else None
-        if not isinstance(data, dict):
-            raise fail(rule_node, f"{etype}: must be a mapping")
-        extra = set(data) - {"duty", "deadline", "notify"}
-        if extra:
-            raise fail(rule_node, f"{etype}: unknown field {sorted(extra)[0]!r}")
+        etype = str(key_node.value)
         if etype not in DOCUMENTED_TYPES:
             raise fail(key_node, f"unknown event type {etype!r}")
-        deadline = data.get("deadline")
-        if not isinstance(deadline, dict) or set(deadline) - {"standard", "enhanced", "from"}:
-            raise fail(rule_node, f"{etype}: deadline needs standard, enhanced and from")
-        try:
-            standard, enhanced = int(deadline["standard"]), int(deadline["enhanced"])
-        except (KeyError, TypeError, ValueError):
-            raise fail(rule_node, f"{etype}: deadline standard/enhanced must be numbers") from None
-        if deadline.get("from", "event") not in CLOCK_STARTS:
-            raise fail(rule_node, f"{etype}: deadline 'from' must be event or receipt")
+        if etype in events:
+            raise fail(key_node, f"{etype}: listed twice")
+        fields = _fields(rule_node, {"duty", "deadline", "notify"}, etype, fail)
+        if "deadline" not in fields:
+            raise fail(rule_node, f"{etype}: 'deadline' is required")
+        deadline_node = fields["deadline"][1]
+        deadline = _fields(deadline_node, {"standard", "enhanced", "from"}, etype, fail)
+        days: dict[str, int] = {}
+        for name in ("standard", "enhanced"):
+            if name not in deadline:
+                raise fail(deadline_node, f"{etype}: deadline needs {name!r}")
+            value = _value(deadline[name][1])
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 60:
+                raise fail(deadline[name][1], f"{etype}: deadline {name} must be 0-60 working days")
+            days[name] = value
+        clock_from = _value(deadline["from"][1]) if "from" in deadline else "event"
+        if not isinstance(clock_from, str) or clock_from not in CLOCK_STARTS:
+            where = deadline["from"][1] if "from" in deadline else deadline_node
+            raise fail(where, f"{etype}: deadline 'from' must be event or receipt")
         notify: list[NotifyRule] = []
-        for item in data.get("notify") or []:
-            if not isinstance(item, dict) or set(item) - {"id", "to", "template"}:
-                raise fail(rule_node, f"{etype}: notify entries take id, to and template")
+        notify_node = fields.get("notify", (None, None))[1]
+        entries = notify_node.value if isinstance(notify_node, yaml.SequenceNode) else []
+        if notify_node is not None and not isinstance(notify_node, yaml.SequenceNode):
+            raise fail(notify_node, f"{etype}: notify must be a list")
+        for entry in entries:
+            item = {
+                k: _value(v[1])
+                for k, v in _fields(entry, {"id", "to", "template"}, etype, fail).items()
+            }
+            if not isinstance(item.get("id"), str) or not item["id"]:
+                raise fail(entry, f"{etype}: a notify entry needs an 'id'")
             if item.get("to") not in RECIPIENTS:
-                raise fail(rule_node, f"{etype}: notify 'to' must be survivor or advocate")
+                raise fail(entry, f"{etype}: notify 'to' must be survivor or advocate")
             if item.get("template") not in templates:
-                raise fail(rule_node, f"{etype}: unknown template {item.get('template')!r}")
+                raise fail(entry, f"{etype}: unknown template {item.get('template')!r}")
+            rule_id = f"{etype}.{item['id']}"
+            if any(n.id == rule_id for n in notify):
+                raise fail(entry, f"{etype}: notify id {item['id']!r} is used twice")
             notify.append(
-                NotifyRule(
-                    id=f"{etype}.{item['id']}",
-                    to=item["to"],
-                    template=item["template"],
-                )
+                NotifyRule(id=rule_id, to=str(item["to"]), template=str(item["template"]))
             )
+        duty = _value(fields["duty"][1]) if "duty" in fields else ""
         events[etype] = EventRule(
             type=etype,
-            duty=str(data.get("duty", "")),
-            standard_wd=standard,
-            enhanced_wd=enhanced,
-            clock_from=deadline.get("from", "event"),
+            duty=str(duty),
+            standard_wd=days["standard"],
+            enhanced_wd=days["enhanced"],
+            clock_from=clock_from,
             notify=tuple(notify),
         )
     return RuleSet(version=version, events=events)
 
 
+def _value(node: Any) -> Any:
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _fields(node: Any, allowed: set[str], etype: str, fail: Any) -> dict[str, tuple[Any, Any]]:
+    """The (key node, value node) pairs of a mapping node, refusing unknown keys at their line."""
+    if not isinstance(node, yaml.MappingNode):
+        raise fail(node, f"{etype}: expected a mapping")
+    pairs = {str(k.value): (k, v) for k, v in node.value}
+    for name, (key, _) in pairs.items():
+        if name not in allowed:
+            raise fail(key, f"{etype}: unknown field {name!r}")
+    return pairs
+
+
 # Every event type of victims-code.md; the ingest work adds a data schema for each.
 DOCUMENTED_TYPES = frozenset(
-    ["police.crime_recorded", "police.decision_not_to_investigate", "police.suspect_arrested", "police.suspect_interviewed", "police.suspect_bailed", "police.suspect_released_under_investigation", "police.bail_conditions_changed", "police.suspect_charged", "police.out_of_court_disposal", "police.no_further_action", "police.vrr_outcome", "cps.vrr_outcome", "cps.charging_decision", "cps.case_discontinued", "cps.charges_altered", "court.hearing_scheduled", "court.hearing_changed", "court.bail_decision", "court.warrant_issued", "court.witness_required", "court.verdict", "court.sentence", "court.appeal", "probation.victim_contact_scheme_eligible", "probation.release_planned", "probation.released", "probation.recalled"]
+    [
+        "police.crime_recorded",
+        "police.decision_not_to_investigate",
+        "police.suspect_arrested",
+        "police.suspect_interviewed",
+        "police.suspect_bailed",
+        "police.suspect_released_under_investigation",
+        "police.bail_conditions_changed",
+        "police.suspect_charged",
+        "police.out_of_court_disposal",
+        "police.no_further_action",
+        "police.vrr_outcome",
+        "cps.vrr_outcome",
+        "cps.charging_decision",
+        "cps.case_discontinued",
+        "cps.charges_altered",
+        "court.hearing_scheduled",
+        "court.hearing_changed",
+        "court.bail_decision",
+        "court.warrant_issued",
+        "court.witness_required",
+        "court.verdict",
+        "court.sentence",
+        "court.appeal",
+        "probation.victim_contact_scheme_eligible",
+        "probation.release_planned",
+        "probation.released",
+        "probation.recalled",
+    ]
 )

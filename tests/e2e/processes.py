@@ -32,7 +32,10 @@ class CarehubProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", *self.args],
-                cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
@@ -43,7 +46,9 @@ class CarehubProcess:
                 self.address = match.group(1)
                 return self
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{text[-3000:]}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{text[-3000:]}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"{self.name} was not ready in {timeout}s:\n{self.output()[-3000:]}")
 

@@ -15,10 +15,16 @@ from tests.e2e.processes import CarehubProcess, base_env
 from tests.integration.test_pipeline import CE, arrested, crime_recorded
 
 
-def carehub(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def carehub(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -27,12 +33,20 @@ def last_json(stdout: str) -> dict[str, object]:
 
 
 def test_run_on_embedded_defaults_serves_and_writes_outbox(tmp_path: Path) -> None:
-    env = base_env(CAREHUB_EMBEDDED_BROKER_PORT=str(free_port()), CAREHUB_HTTP_PORT="0",
-                   CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000")
+    env = base_env(
+        CAREHUB_EMBEDDED_BROKER_PORT=str(free_port()),
+        CAREHUB_HTTP_PORT="0",
+        CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000",
+    )
     proc = CarehubProcess("run", ["run", "--demo-data"], env, tmp_path).start()
     try:
-        ready_line = next(l for l in proc.output().splitlines() if l.startswith("carehub ready"))
+        ready_line = next(
+            line for line in proc.output().splitlines() if line.startswith("carehub ready")
+        )
         assert f"outbox={tmp_path / 'var' / 'outbox'}" in ready_line
+        logs = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+        ready_log = next(entry for entry in logs if entry["event"] == "service.ready")
+        assert ready_log["url"] == proc.address and ready_log["level"] == "info"
         info = json.loads((tmp_path / "var" / "run.json").read_text())
         assert info["http"] == proc.address and info["database"] == "sqlite"
         assert info["broker"] == f"127.0.0.1:{env['CAREHUB_EMBEDDED_BROKER_PORT']}"
@@ -40,7 +54,9 @@ def test_run_on_embedded_defaults_serves_and_writes_outbox(tmp_path: Path) -> No
 
         with httpx.Client(base_url=proc.address) as client:
             assert client.get("/readyz").status_code == 200
-            response = client.post("/v1/events", json=crime_recorded("01AB1234524", "r1"), headers=CE)
+            response = client.post(
+                "/v1/events", json=crime_recorded("01AB1234524", "r1"), headers=CE
+            )
             assert response.status_code == 202
         outbox = tmp_path / "var" / "outbox"
         deadline = time.monotonic() + 30
@@ -89,6 +105,8 @@ def test_demo_tells_the_story_and_exits_zero(tmp_path: Path) -> None:
 
 
 def test_migrate_reports_the_revision(pg_url: str, tmp_path: Path) -> None:
-    done = carehub(["migrate"], base_env(CAREHUB_DATABASE_URL=pg_url.replace("+asyncpg", "")), tmp_path)
+    done = carehub(
+        ["migrate"], base_env(CAREHUB_DATABASE_URL=pg_url.replace("+asyncpg", "")), tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert last_json(done.stdout) == {"revision": "0001"}

@@ -48,8 +48,12 @@ async def seed_team(url: str) -> None:
         from datetime import UTC, datetime
 
         sup = m.Advocate(
-            staff_ref="S1", role="supervisor", team_id=team.id, display_name="Sam Supervisor",
-            email="sam.supervisor@example.org", phone="+447700900010",
+            staff_ref="S1",
+            role="supervisor",
+            team_id=team.id,
+            display_name="Sam Supervisor",
+            email="sam.supervisor@example.org",
+            phone="+447700900010",
             created_at=datetime.now(UTC),
         )
         session.add(sup)
@@ -69,7 +73,11 @@ async def counts(url: str) -> dict[str, int]:
                 select(func.count()).where(m.Notification.status == "delivered")
             )
             total = await session.scalar(select(func.count()).select_from(m.Notification))
-        return {"processed": processed or 0, "delivered": delivered or 0, "notifications": total or 0}
+        return {
+            "processed": processed or 0,
+            "delivered": delivered or 0,
+            "notifications": total or 0,
+        }
     finally:
         await engine.dispose()
 
@@ -78,7 +86,8 @@ def post_slowly(url: str, items: list[dict[str, Any]], done: threading.Event) ->
     with httpx.Client(base_url=url, timeout=30) as client:
         for start in range(0, len(items), BATCH):
             response = client.post(
-                "/v1/events", content=json.dumps(items[start : start + BATCH]),
+                "/v1/events",
+                content=json.dumps(items[start : start + BATCH]),
                 headers={"content-type": "application/cloudevents-batch+json"},
             )
             assert response.status_code == 207, response.text
@@ -161,7 +170,9 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(pg_url: str, tmp_pat
         assert len(journal) == expected
         roles = Counter(json.loads(p.read_text())["template"] for p in files)
         assert roles == {
-            "survivor_welcome": CASES, "advocate_new_referral": CASES, "survivor_case_update": CASES
+            "survivor_welcome": CASES,
+            "advocate_new_referral": CASES,
+            "survivor_case_update": CASES,
         }
     finally:
         for proc in procs.values():

@@ -19,8 +19,11 @@ SECRET_PHONE = "+447700900987"
 
 async def read_topic(bootstrap: str, topic: str, count: int) -> list[Any]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     try:
@@ -102,7 +105,8 @@ async def test_batch_answers_207_with_a_status_per_index(ingest_stack: Any) -> N
     batch = [good, good, future, {"specversion": "1.0"}]
     async with httpx.AsyncClient(base_url=ingest_stack.url) as client:
         response = await client.post(
-            "/v1/events", content=json.dumps(batch),
+            "/v1/events",
+            content=json.dumps(batch),
             headers={"content-type": "application/cloudevents-batch+json"},
         )
     assert response.status_code == 207
@@ -117,7 +121,9 @@ async def test_unreadable_bodies_are_refused_clearly(ingest_stack: Any) -> None:
     settings = ingest_stack.runtime.settings
     async with httpx.AsyncClient(base_url=ingest_stack.url) as client:
         not_json = await client.post("/v1/events", content=b"\xff{oops", headers=CE)
-        wrong_type = await client.post("/v1/events", content=b"{}", headers={"content-type": "text/plain"})
+        wrong_type = await client.post(
+            "/v1/events", content=b"{}", headers={"content-type": "text/plain"}
+        )
         too_big = await client.post(
             "/v1/events", content=b"[" + b" " * settings.max_request_bytes + b"]", headers=CE
         )

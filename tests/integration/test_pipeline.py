@@ -68,12 +68,22 @@ async def seed_team(stack: Any) -> tuple[int, int]:
         session.add(team)
         await session.flush()
         sup = m.Advocate(
-            staff_ref="S1", role="supervisor", team_id=team.id, display_name="Sam Supervisor",
-            email="sam.supervisor@example.org", phone="+447700900010", created_at=now,
+            staff_ref="S1",
+            role="supervisor",
+            team_id=team.id,
+            display_name="Sam Supervisor",
+            email="sam.supervisor@example.org",
+            phone="+447700900010",
+            created_at=now,
         )
         isva = m.Advocate(
-            staff_ref="I1", role="isva", team_id=team.id, display_name="Ira Isva",
-            email="ira.isva@example.org", phone="+447700900011", created_at=now,
+            staff_ref="I1",
+            role="isva",
+            team_id=team.id,
+            display_name="Ira Isva",
+            email="ira.isva@example.org",
+            phone="+447700900011",
+            created_at=now,
         )
         session.add_all([sup, isva])
         await session.flush()
@@ -95,7 +105,9 @@ async def wait_for_files(directory: Path, count: int, timeout: float = 30) -> li
 async def test_crime_recorded_reaches_survivor_and_stand_in_supervisor(stack: Any) -> None:
     await seed_team(stack)
     async with httpx.AsyncClient(base_url=stack.url) as client:
-        response = await client.post("/v1/events", json=crime_recorded("01AB1234524", "e1"), headers=CE)
+        response = await client.post(
+            "/v1/events", json=crime_recorded("01AB1234524", "e1"), headers=CE
+        )
     assert response.status_code == 202, response.text
     outbox = stack.runtime.settings.resolved_outbox_dir
     files = await wait_for_files(outbox, 2)
@@ -117,25 +129,37 @@ async def test_crime_recorded_reaches_survivor_and_stand_in_supervisor(stack: An
     async with stack.runtime.sessions() as session:
         statuses = (await session.scalars(select(m.Notification.status))).all()
         informed = (await session.scalars(select(m.Notification.informed_at))).all()
-        actions = (await session.scalars(select(m.AuditEntry.action).order_by(m.AuditEntry.seq))).all()
+        actions = (
+            await session.scalars(select(m.AuditEntry.action).order_by(m.AuditEntry.seq))
+        ).all()
     assert statuses == ["delivered", "delivered"]
     assert all(informed)
-    for action in ("event.recorded", "decision.send", "notification.queued",
-                   "notification.sending", "notification.delivered"):
+    for action in (
+        "event.recorded",
+        "decision.send",
+        "notification.queued",
+        "notification.sending",
+        "notification.delivered",
+    ):
         assert action in actions
 
 
 async def test_arrest_reaches_survivor_of_existing_case_and_is_idempotent(stack: Any) -> None:
     sup_id, isva_id = await seed_team(stack)
     async with httpx.AsyncClient(base_url=stack.url) as client:
-        assert (await client.post("/v1/events", json=crime_recorded("01AB1234524", "c1"), headers=CE)).status_code == 202
+        assert (
+            await client.post("/v1/events", json=crime_recorded("01AB1234524", "c1"), headers=CE)
+        ).status_code == 202
         await wait_for_files(stack.runtime.settings.resolved_outbox_dir, 2)
         async with stack.runtime.sessions.begin() as session:
             survivor_id = await session.scalar(select(m.Survivor.id))
-            session.add(m.AdvocateAssignment(
-                survivor_id=survivor_id, advocate_id=isva_id,
-                valid_from=stack.runtime.clock.now() - timedelta(seconds=1),
-            ))
+            session.add(
+                m.AdvocateAssignment(
+                    survivor_id=survivor_id,
+                    advocate_id=isva_id,
+                    valid_from=stack.runtime.clock.now() - timedelta(seconds=1),
+                )
+            )
         event = arrested("01 AB 12345 24", "a1")
         first = await client.post("/v1/events", json=event, headers=CE)
         again = await client.post("/v1/events", json=event, headers=CE)
@@ -153,7 +177,9 @@ async def test_arrest_reaches_survivor_of_existing_case_and_is_idempotent(stack:
 async def test_event_before_its_case_is_parked_then_processed(stack: Any) -> None:
     await seed_team(stack)
     async with httpx.AsyncClient(base_url=stack.url) as client:
-        assert (await client.post("/v1/events", json=arrested("01AB7654324", "early"), headers=CE)).status_code == 202
+        assert (
+            await client.post("/v1/events", json=arrested("01AB7654324", "early"), headers=CE)
+        ).status_code == 202
         for _ in range(100):
             async with stack.runtime.sessions() as session:
                 status = await session.scalar(select(m.CaseEvent.status))
@@ -161,11 +187,15 @@ async def test_event_before_its_case_is_parked_then_processed(stack: Any) -> Non
                 break
             await asyncio.sleep(0.1)
         assert status == "awaiting_context"
-        recorded = crime_recorded("01AB7654324", "late", when=datetime.now(UTC) - timedelta(hours=1))
+        recorded = crime_recorded(
+            "01AB7654324", "late", when=datetime.now(UTC) - timedelta(hours=1)
+        )
         assert (await client.post("/v1/events", json=recorded, headers=CE)).status_code == 202
     files = await wait_for_files(stack.runtime.settings.resolved_outbox_dir, 3)
     assert sorted(f["template"] for f in files) == [
-        "advocate_new_referral", "survivor_case_update", "survivor_welcome"
+        "advocate_new_referral",
+        "survivor_case_update",
+        "survivor_welcome",
     ]
 
 
@@ -178,9 +208,11 @@ async def test_no_safe_channel_holds_and_tells_the_advocate(stack: Any) -> None:
     assert {f["recipient_role"] for f in files} == {"supervisor"}
     assert {f["template"] for f in files} == {"advocate_new_referral", "advocate_no_safe_channel"}
     async with stack.runtime.sessions() as session:
-        held = (await session.scalars(
-            select(m.Notification).where(m.Notification.recipient_role == "survivor")
-        )).one()
+        held = (
+            await session.scalars(
+                select(m.Notification).where(m.Notification.recipient_role == "survivor")
+            )
+        ).one()
     assert held.status == "held" and held.hold_reason == "no_safe_channel"
     assert held.channel is None and held.due_by is not None
 
@@ -195,12 +227,16 @@ async def test_scheduled_notification_waits_for_its_time(stack: Any) -> None:
     async with stack.runtime.sessions.begin() as session:
         row = (await session.scalars(select(m.Notification).limit(1))).one()
         clone = m.Notification(
-            **{c.name: getattr(row, c.name) for c in m.Notification.__table__.columns
-               if c.name not in {"id", "status", "send_at", "informed_at", "sent_at", "queued_at"}},
-            id="00000000-0000-5000-8000-000000000001", status="scheduled", send_at=later,
+            **{
+                c.name: getattr(row, c.name)
+                for c in m.Notification.__table__.columns
+                if c.name not in {"id", "status", "send_at", "informed_at", "sent_at", "queued_at"}
+            },
+            id="00000000-0000-5000-8000-000000000001",
+            status="scheduled",
+            send_at=later,
         )
         session.add(clone)
     await asyncio.sleep(1.0)
     async with stack.runtime.sessions() as session:
         assert (await session.get_one(m.Notification, clone.id)).status == "scheduled"
-

@@ -237,9 +237,7 @@ class Notification(Base):
     hold_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     send_at: Mapped[datetime | None] = mapped_column(nullable=True)
     due_by: Mapped[datetime | None] = mapped_column(nullable=True)
-    supersedes_id: Mapped[str | None] = mapped_column(
-        ForeignKey("notifications.id"), nullable=True
-    )
+    supersedes_id: Mapped[str | None] = mapped_column(ForeignKey("notifications.id"), nullable=True)
     coalesce_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

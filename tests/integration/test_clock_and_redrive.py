@@ -1,0 +1,92 @@
+"""Time is injectable from outside a process, and work the broker never carried is re-driven
+from the database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from services.cli import SERVICES
+from services.core.clock import write_clock_file
+from services.core.cloudevents import payload_hash
+from services.core.db import models as m
+from services.core.embedded_broker import EmbeddedBroker
+from services.core.runner import running_stack
+from tests.integration.test_pipeline import CE, crime_recorded, iso, seed_team, wait_for_files
+
+
+async def test_a_clock_file_sets_the_time_of_a_running_stack(
+    make_settings: Any, sqlite_url: str, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    clock = tmp_path / "clock"
+    friday = datetime(2026, 11, 20, 14, 5, tzinfo=UTC)
+    write_clock_file(clock, friday)
+    settings = make_settings(
+        database_url=sqlite_url, kafka_bootstrap=broker.bootstrap, clock_file=clock
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        await seed_team(stack)
+        event = crime_recorded("01AB1234524", "t1", when=datetime(2026, 11, 20, 14, 0, tzinfo=UTC))
+        today = crime_recorded("01AB1234524", "t2", when=datetime.now(UTC))
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            accepted = await client.post("/v1/events", json=event, headers=CE)
+            # Real "now" is days after the file's Friday: for this process it is the future.
+            future = await client.post("/v1/events", json=today, headers=CE)
+        assert accepted.status_code == 202
+        assert future.status_code == 422 and future.json()["errors"][0]["pointer"] == "/time"
+        files = await wait_for_files(settings.resolved_outbox_dir, 2)
+    # Recorded on Friday 20 November: 2 working days on is Tuesday 24 November.
+    assert {f["due_by"] for f in files} == {"2026-11-24T23:59:59Z"}
+    assert {f["written_at"] for f in files} == {iso(friday)}
+
+
+async def test_an_event_recorded_but_never_published_is_redriven(
+    make_settings: Any, database_url: str, broker: EmbeddedBroker
+) -> None:
+    settings = make_settings(
+        database_url=database_url, kafka_bootstrap=broker.bootstrap, redrive_after_s=1
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        await seed_team(stack)
+        # As if ingest committed the event and then died before publishing it.
+        event = crime_recorded("01AB1234524", "lost1")
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            assert (await client.post("/v1/events", json=event, headers=CE)).status_code == 202
+        await wait_for_files(settings.resolved_outbox_dir, 2)
+        now = stack.runtime.clock.now()
+        async with stack.runtime.sessions.begin() as session:
+            case_id = await session.scalar(select(m.Case.id))
+            arrested = {
+                "specversion": "1.0",
+                "id": "lost2",
+                "source": "police/01",
+                "type": "police.suspect_arrested",
+                "subject": "01AB1234524",
+                "time": iso(now),
+                "data": {},
+            }
+            session.add(
+                m.CaseEvent(
+                    source="police/01",
+                    event_id="lost2",
+                    type="police.suspect_arrested",
+                    urn="01AB1234524",
+                    event_time=now,
+                    received_at=now,
+                    payload=arrested,
+                    payload_hash=payload_hash(arrested),
+                    status="pending",
+                )
+            )
+        assert case_id is not None
+        files = await wait_for_files(settings.resolved_outbox_dir, 3, timeout=30)
+        assert "survivor_case_update" in {f["template"] for f in files}
+        await asyncio.sleep(0.5)
+        async with stack.runtime.sessions() as session:
+            row = await session.scalar(select(m.CaseEvent).where(m.CaseEvent.event_id == "lost2"))
+        assert row is not None and row.processed_at is not None and row.published_at is not None
