@@ -79,7 +79,7 @@ def make_settings(tmp_path: Path) -> Any:
         values: dict[str, Any] = {
             "var_dir": tmp_path / "var",
             "http_port": 0,
-            "kafka_session_timeout_ms": 6000,
+            "kafka_session_timeout_ms": 3000,
             "dispatch_interval_ms": 50,
             "log_level": "WARNING",
         }

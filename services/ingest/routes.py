@@ -45,11 +45,12 @@ def router(rt: Runtime) -> APIRouter:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
             return _error(413, "", f"body is larger than {settings.max_request_bytes} bytes")
-        body = b""
+        buffer = bytearray()
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > settings.max_request_bytes:
+            buffer += chunk
+            if len(buffer) > settings.max_request_bytes:
                 return _error(413, "", f"body is larger than {settings.max_request_bytes} bytes")
+        body = bytes(buffer)
         now = rt.clock.now()
         try:
             parsed: Any = json.loads(body)
