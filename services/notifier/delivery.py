@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, metrics
 from services.core.db import models as m
+from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
 from services.core.logs import get_logger
 from services.core.rendering import TemplateError, render
 from services.core.runtime import Runtime
@@ -61,35 +62,22 @@ def _due_text(value: datetime | None) -> str:
 
 
 async def _advocate_for(
-    session: AsyncSession, row: m.Notification, now: datetime
+    session: AsyncSession, row: m.Notification, case: m.Case, now: datetime
 ) -> m.Advocate | None:
+    """Whose name and number a message carries: the recipient advocate, or the survivor's."""
     if row.advocate_id is not None:
         return await session.get(m.Advocate, row.advocate_id)
-    if row.survivor_id is None:
-        return None
-    advocate_id = await session.scalar(
-        select(m.AdvocateAssignment.advocate_id)
-        .where(
-            m.AdvocateAssignment.survivor_id == row.survivor_id,
-            m.AdvocateAssignment.valid_from <= now,
-            or_(m.AdvocateAssignment.valid_to.is_(None), m.AdvocateAssignment.valid_to > now),
-        )
-        .order_by(m.AdvocateAssignment.valid_from.desc())
-        .limit(1)
-    )
-    if advocate_id is None:
-        case = await session.get_one(m.Case, row.case_id)
-        team = select(m.Team.supervisor_id).where(
-            m.Team.id == case.team_id if case.team_id is not None else m.Team.is_default.is_(True)
-        )
-        advocate_id = await session.scalar(team.limit(1))
-    return await session.get(m.Advocate, advocate_id) if advocate_id is not None else None
+    if row.survivor_id is not None:
+        advocate = (await current_advocates(session, [row.survivor_id], now)).get(row.survivor_id)
+        if advocate is not None:
+            return advocate
+    return await stand_in_supervisor(session, case)
 
 
 async def _address_and_variables(
     session: AsyncSession, row: m.Notification, case: m.Case, event: m.CaseEvent, now: datetime
 ) -> tuple[str, dict[str, Any]]:
-    advocate = await _advocate_for(session, row, now)
+    advocate = await _advocate_for(session, row, case, now)
     variables: dict[str, Any] = {
         "hub_name": HUB_NAME,
         "support_line": SUPPORT_LINE,
@@ -103,23 +91,16 @@ async def _address_and_variables(
     }
     if row.recipient_role == "survivor":
         survivor = await session.get_one(m.Survivor, row.survivor_id)
-        pref = await session.scalar(
-            select(m.ContactPreference)
-            .where(m.ContactPreference.survivor_id == row.survivor_id)
-            .order_by(m.ContactPreference.version.desc())
-            .limit(1)
-        )
+        pref = (await current_preferences(session, [survivor.id])).get(survivor.id)
         name = survivor.preferred_name or (survivor.full_name or "").split(" ")[0] or "there"
         variables["recipient_name"] = name
         address = None
         if pref is not None:
             address = pref.phone if row.channel == "sms" else pref.email
     else:
-        assert advocate is not None or row.advocate_id is None
-        recipient = await session.get(m.Advocate, row.advocate_id)
-        variables["recipient_name"] = recipient.display_name if recipient else "colleague"
+        variables["recipient_name"] = advocate.display_name if advocate else "colleague"
         variables["reason"] = (row.rule.rsplit(".", 1)[-1] or "").replace("_", " ")
-        address = recipient.email if recipient else None
+        address = advocate.email if advocate else None
     if not address:
         raise Undeliverable("no_address")
     return address, variables

@@ -74,27 +74,8 @@ class Engine:
         self, notify: NotifyRule, survivor: SurvivorContext, deadline: datetime, now: datetime
     ) -> Decision:
         name = self.rules.rule_name(notify.id)
-        if survivor.advocate is None:
-            return Decision(
-                Outcome.ESCALATE,
-                survivor.survivor,
-                None,
-                None,
-                None,
-                deadline,
-                name,
-                hold_reason="no_advocate",
-                survivor_id=survivor.survivor.id,
-            )
-        return Decision(
-            Outcome.SEND,
-            survivor.advocate,
-            Channel.EMAIL,
-            notify.template,
-            now,
-            deadline,
-            name,
-            survivor_id=survivor.survivor.id,
+        return _to_advocate_or_escalate(
+            Outcome.SEND, survivor, notify.template, now, deadline, name
         )
 
     def _to_survivor(
@@ -173,29 +154,44 @@ class Engine:
         template: str,
     ) -> Decision:
         name = self.rules.rule_name(f"{rule.type}.advocate_task.{reason}")
-        if survivor.advocate is None:
-            return Decision(
-                Outcome.ESCALATE,
-                survivor.survivor,
-                None,
-                None,
-                None,
-                deadline,
-                name,
-                hold_reason="no_advocate",
-                survivor_id=survivor.survivor.id,
-            )
+        return _to_advocate_or_escalate(
+            Outcome.TASK, survivor, template, now, deadline, name, hold_reason=reason
+        )
+
+
+def _to_advocate_or_escalate(
+    outcome: Outcome,
+    survivor: SurvivorContext,
+    template: str,
+    now: datetime,
+    deadline: datetime,
+    rule: str,
+    hold_reason: str | None = None,
+) -> Decision:
+    """A message for the survivor's advocate; with nobody to receive it, an escalation."""
+    if survivor.advocate is None:
         return Decision(
-            Outcome.TASK,
-            survivor.advocate,
-            Channel.EMAIL,
-            template,
-            now,
+            Outcome.ESCALATE,
+            survivor.survivor,
+            None,
+            None,
+            None,
             deadline,
-            name,
-            hold_reason=reason,
+            rule,
+            hold_reason="no_advocate",
             survivor_id=survivor.survivor.id,
         )
+    return Decision(
+        outcome,
+        survivor.advocate,
+        Channel.EMAIL,
+        template,
+        now,
+        deadline,
+        rule,
+        hold_reason=hold_reason,
+        survivor_id=survivor.survivor.id,
+    )
 
 
 def safe_channel(pref: ContactPreference | None, today: date) -> Channel | None:

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from services.core.db import models as m
 from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.embedded_broker import free_port
 from tests.e2e.processes import CarehubProcess, base_env
-from tests.integration.test_pipeline import arrested, crime_recorded
+from tests.integration.test_pipeline import add_team, arrested, crime_recorded
 
 CASES = 120  # each: crime_recorded (2 notifications) and suspect_arrested (1)
 BATCH = 6
@@ -42,23 +43,7 @@ async def seed_team(url: str) -> None:
     engine = make_engine(url)
     await upgrade(engine)
     async with session_factory(engine).begin() as session:
-        team = m.Team(name="Crash team", is_default=True)
-        session.add(team)
-        await session.flush()
-        from datetime import UTC, datetime
-
-        sup = m.Advocate(
-            staff_ref="S1",
-            role="supervisor",
-            team_id=team.id,
-            display_name="Sam Supervisor",
-            email="sam.supervisor@example.org",
-            phone="+447700900010",
-            created_at=datetime.now(UTC),
-        )
-        session.add(sup)
-        await session.flush()
-        team.supervisor_id = sup.id
+        await add_team(session, datetime.now(UTC))
     await engine.dispose()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
 from services.notifier.channels.outbox import OUTBOX_KEYS
@@ -60,35 +61,35 @@ def arrested(urn: str, event_id: str) -> dict[str, Any]:
     }
 
 
-async def seed_team(stack: Any) -> tuple[int, int]:
+async def add_team(session: AsyncSession, now: datetime) -> tuple[int, int]:
     """A default team whose supervisor stands in for an advocate, and one ISVA."""
-    now = stack.runtime.clock.now()
+    team = m.Team(name="Team A", is_default=True)
+    session.add(team)
+    await session.flush()
+    people = [
+        m.Advocate(
+            staff_ref=ref,
+            role=role,
+            team_id=team.id,
+            display_name=name,
+            email=email,
+            phone=phone,
+            created_at=now,
+        )
+        for ref, role, name, email, phone in (
+            ("S1", "supervisor", "Sam Supervisor", "sam.supervisor@example.org", "+447700900010"),
+            ("I1", "isva", "Ira Isva", "ira.isva@example.org", "+447700900011"),
+        )
+    ]
+    session.add_all(people)
+    await session.flush()
+    team.supervisor_id = people[0].id
+    return people[0].id, people[1].id
+
+
+async def seed_team(stack: Any) -> tuple[int, int]:
     async with stack.runtime.sessions.begin() as session:
-        team = m.Team(name="Team A", is_default=True)
-        session.add(team)
-        await session.flush()
-        sup = m.Advocate(
-            staff_ref="S1",
-            role="supervisor",
-            team_id=team.id,
-            display_name="Sam Supervisor",
-            email="sam.supervisor@example.org",
-            phone="+447700900010",
-            created_at=now,
-        )
-        isva = m.Advocate(
-            staff_ref="I1",
-            role="isva",
-            team_id=team.id,
-            display_name="Ira Isva",
-            email="ira.isva@example.org",
-            phone="+447700900011",
-            created_at=now,
-        )
-        session.add_all([sup, isva])
-        await session.flush()
-        team.supervisor_id = sup.id
-        return sup.id, isva.id
+        return await add_team(session, stack.runtime.clock.now())
 
 
 async def wait_for_files(directory: Path, count: int, timeout: float = 30) -> list[dict[str, Any]]:

@@ -1,0 +1,68 @@
+"""Questions about the case data that more than one service asks, answered one way."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.db import models as m
+
+
+async def current_preferences(
+    session: AsyncSession, survivor_ids: list[int]
+) -> dict[int, m.ContactPreference]:
+    """Each survivor's highest-numbered contact-preference version."""
+    if not survivor_ids:
+        return {}
+    latest = (
+        select(m.ContactPreference.survivor_id, func.max(m.ContactPreference.version).label("v"))
+        .where(m.ContactPreference.survivor_id.in_(survivor_ids))
+        .group_by(m.ContactPreference.survivor_id)
+        .subquery()
+    )
+    rows = await session.scalars(
+        select(m.ContactPreference).join(
+            latest,
+            and_(
+                latest.c.survivor_id == m.ContactPreference.survivor_id,
+                latest.c.v == m.ContactPreference.version,
+            ),
+        )
+    )
+    return {row.survivor_id: row for row in rows.all()}
+
+
+async def current_advocates(
+    session: AsyncSession, survivor_ids: list[int], now: datetime
+) -> dict[int, m.Advocate]:
+    """The active advocate assigned to each survivor at `now` (the latest valid assignment)."""
+    if not survivor_ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(m.AdvocateAssignment.survivor_id, m.Advocate)
+            .join(m.Advocate, m.Advocate.id == m.AdvocateAssignment.advocate_id)
+            .where(
+                m.AdvocateAssignment.survivor_id.in_(survivor_ids),
+                m.AdvocateAssignment.valid_from <= now,
+                or_(m.AdvocateAssignment.valid_to.is_(None), m.AdvocateAssignment.valid_to > now),
+                m.Advocate.active.is_(True),
+            )
+            .order_by(m.AdvocateAssignment.valid_from)
+        )
+    ).all()
+    # Ordered ascending: a later assignment overwrites an earlier one.
+    return {survivor_id: advocate for survivor_id, advocate in rows}
+
+
+async def stand_in_supervisor(session: AsyncSession, case: m.Case) -> m.Advocate | None:
+    """With no advocate, the team's supervisor takes their place (trauma-informed rule 15):
+    the case's team, or the default team when the case has none."""
+    team = m.Team.id == case.team_id if case.team_id is not None else m.Team.is_default.is_(True)
+    supervisor_id = await session.scalar(select(m.Team.supervisor_id).where(team).limit(1))
+    if supervisor_id is None:
+        return None
+    supervisor = await session.get(m.Advocate, supervisor_id)
+    return supervisor if supervisor is not None and supervisor.active else None
