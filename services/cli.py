@@ -21,6 +21,7 @@ from typing import Any
 import typer
 
 from services import demo, ingest, notifier, portal, rules
+from services.core.clock import write_clock_file
 from services.core.db.engine import current_revision, make_engine, upgrade
 from services.core.embedded_broker import EmbeddedBroker, free_port
 from services.core.logs import configure_logging
@@ -188,15 +189,21 @@ def ingest_file(
 
 
 @app.command("demo")
-def demo_command(timeout: float = typer.Option(60.0, help="Seconds to wait for delivery.")) -> None:
-    """A fresh embedded stack, one scripted case, and a table of what happened (stderr)."""
+def demo_command(timeout: float = typer.Option(60.0, help="Seconds to wait at each step.")) -> None:
+    """A fresh embedded stack, one scripted case on its own clock, and a table of what happened
+    (on stderr); the JSON summary is the last line of stdout."""
     with tempfile.TemporaryDirectory(prefix="carehub-demo-") as tmp:
+        clock = Path(tmp) / "clock"
+        steps = demo.script()
+        write_clock_file(clock, steps[0].at)
         overrides: dict[str, Any] = {
             "var_dir": Path(tmp),
             "http_port": 0,
             "embedded_broker_port": free_port(),
             "kafka_bootstrap": None,
             "kafka_session_timeout_ms": 6000,
+            "clock_file": clock,
+            "dispatch_interval_ms": 50,
         }
         settings = settings_or_exit(**overrides)
         configure_logging("WARNING")
@@ -208,16 +215,64 @@ def demo_command(timeout: float = typer.Option(60.0, help="Seconds to wait for d
                 rt = stack.runtime
                 async with rt.sessions.begin() as session:
                     await demo.seed(session, rt.clock.now())
-                posted = await demo.post_timeline(stack.url, demo.timeline(rt.clock.now()))
-                settled = await demo.wait_until_settled(rt.sessions, demo.DEMO_URN, timeout)
+                posted: list[tuple[str, int, str]] = []
+                all_settled = True
+                for step in steps:
+                    write_clock_file(clock, step.at)
+                    err(f"  {step.title}")
+                    posted.extend(await demo.post_events(stack.url, step.events))
+                    ok = await demo.wait_until_settled(rt.sessions, demo.DEMO_URN, step.at, timeout)
+                    all_settled = all_settled and ok
                 summary = await report(rt.sessions, demo.DEMO_URN, posted, err)
-                summary["settled"] = settled
-                summary["outbox"] = str(settings.resolved_outbox_dir)
+                summary["settled"] = all_settled
                 result(summary)
-                if not settled:
+                if not all_settled:
                     raise typer.Exit(1)
 
         _run_async(main)
+
+
+rules_app = typer.Typer(help="Check and explain the rules data.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+sms_app = typer.Typer(help="SMS encoding.", no_args_is_help=True)
+app.add_typer(sms_app, name="sms")
+
+
+@rules_app.command("check")
+def rules_check(
+    file: Path | None = typer.Option(None, help="A rules file (default: the packaged one)."),
+    markdown: bool = typer.Option(False, help="Print docs/rules.md instead of a table."),
+) -> None:
+    """Validate a rules file; show, per event type, who is told, how and by when."""
+    from services.rules.describe import markdown as as_markdown
+    from services.rules.describe import summary
+    from services.rules.ruleset import RulesError, load_rules
+
+    try:
+        rules = load_rules(file)
+    except RulesError as exc:
+        fail(str(exc), code=1)
+        return
+    if markdown:
+        print(as_markdown(rules), end="")
+        return
+    rows = summary(rules)
+    for row in rows:
+        told = ", ".join(f"{t['to']}:{t['template']}" for t in row["told"]) or "advocate task"
+        wd = row["deadline_wd"]
+        err(
+            f"{row['type']:<42} {row['sensitivity']:<12} {wd['standard']}/{wd['enhanced']} WD "
+            f"from {row['clock_from']:<8} {told}"
+        )
+    result({"version": rules.version, "event_types": len(rows), "rules": rows})
+
+
+@sms_app.command("inspect")
+def sms_inspect(text: str = typer.Argument(..., help="The message text.")) -> None:
+    """How TEXT would be sent: encoding, characters, segments, the sanitised text."""
+    from services.core.sms import as_json, inspect
+
+    result(as_json(inspect(text)))
 
 
 def main() -> None:

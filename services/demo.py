@@ -4,16 +4,18 @@ Ofcom drama range, addresses at example.org."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
-from services.core.states import FINAL
 
+LONDON = ZoneInfo("Europe/London")
 DEMO_TEAM = "North London ISVA service (demo)"
 DEMO_URN = "01DM1234526"
 DEMO_SOURCE = "police/01"
@@ -82,7 +84,7 @@ async def seed(session: AsyncSession, now: datetime) -> dict[str, int]:
                 phone="+447700900123",
                 email="riley@example.org",
                 sms_safe=True,
-                sms_safe_review_by=date.today() + timedelta(days=180),
+                sms_safe_review_by=now.date() + timedelta(days=180),
                 email_safe=True,
                 detail="discreet",
                 frequency="all",
@@ -91,83 +93,115 @@ async def seed(session: AsyncSession, now: datetime) -> dict[str, int]:
     return {"team_id": team.id, "isva_id": isva_id, "survivor_id": survivor.id}
 
 
-def timeline(now: datetime) -> list[dict[str, Any]]:
-    """The scripted case: a rape reported, an arrest, a charge (no message rule yet)."""
+@dataclass(frozen=True)
+class Step:
+    """One moment of the scripted case: the clock is set, then events arrive."""
 
-    def at(minutes: int) -> str:
-        return (now - timedelta(minutes=minutes)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    title: str
+    at: datetime
+    events: tuple[dict[str, Any], ...] = ()
 
-    base = {
+
+def _london(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=LONDON).astimezone(UTC)
+
+
+def _event(event_id: str, etype: str, when: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    return {
         "specversion": "1.0",
+        "id": event_id,
         "source": DEMO_SOURCE,
+        "type": etype,
         "subject": DEMO_URN,
+        "time": when.isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
+        "data": data,
     }
+
+
+def script() -> list[Step]:
+    """A rape reported on a Monday, an arrest late that evening, then "no further action"."""
+    crime = _event(
+        "demo-0001",
+        "police.crime_recorded",
+        _london(16, 9, 30),
+        {
+            "crime_reference": "CR-DEMO-26",
+            "offence_category": "sexual_offence",
+            "victims": [
+                {
+                    "party_id": DEMO_PARTY,
+                    "relationship": "victim",
+                    "name": {"full": "Riley Example", "preferred": "Riley"},
+                    "contact": {"phone": "+447700900123", "safe_to_text": True},
+                    "consent_to_referral": True,
+                }
+            ],
+        },
+    )
+    arrest = _event("demo-0002", "police.suspect_arrested", _london(16, 21, 0), {})
+    nfa = _event(
+        "demo-0003",
+        "police.no_further_action",
+        _london(18, 9, 45),
+        {"outcome_code": 15, "reason": "Evidential difficulties.", "vrr_eligible": True},
+    )
     return [
-        {
-            **base,
-            "id": "demo-0001",
-            "type": "police.crime_recorded",
-            "time": at(30),
-            "data": {
-                "crime_reference": "CR-DEMO-26",
-                "offence_category": "sexual_offence",
-                "victims": [
-                    {
-                        "party_id": DEMO_PARTY,
-                        "relationship": "victim",
-                        "name": {"full": "Riley Example", "preferred": "Riley"},
-                        "contact": {"phone": "+447700900123", "safe_to_text": True},
-                        "consent_to_referral": True,
-                    }
-                ],
-            },
-        },
-        {**base, "id": "demo-0002", "type": "police.suspect_arrested", "time": at(20), "data": {}},
-        {
-            **base,
-            "id": "demo-0003",
-            "type": "police.suspect_charged",
-            "time": at(10),
-            "data": {"charges": [{"offence": "rape"}]},
-        },
+        Step("Mon 16 Nov 10:00  the crime is recorded", _london(16, 10), (crime,)),
+        Step(
+            "Mon 16 Nov 21:30  a suspect is arrested late in the evening",
+            _london(16, 21, 30),
+            (arrest, arrest, {**arrest, "id": "demo-bad", "subject": "not a URN"}),
+        ),
+        Step("Tue 17 Nov 09:00  the survivor's safe window opens", _london(17, 9)),
+        Step("Wed 18 Nov 10:00  the police take no further action", _london(18, 10), (nfa,)),
+        Step("Thu 19 Nov 05:00  half the time allowed has passed", _london(19, 5)),
+        Step("Thu 19 Nov 12:00  nobody has told her yet: the fallback goes", _london(19, 12)),
     ]
 
 
-async def wait_until_settled(session_factory: Any, case_urn: str, timeout_s: float = 30) -> bool:
-    """Wait until every event of the case is processed and every notification is final or held."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    waiting = {"held"} | {s.value for s in FINAL}
-    while asyncio.get_running_loop().time() < deadline:
-        async with session_factory() as session:
-            open_events = await session.scalar(
-                select(func.count()).where(
-                    m.CaseEvent.urn == case_urn, m.CaseEvent.processed_at.is_(None)
-                )
+async def settled(session_factory: Any, case_urn: str, now: datetime) -> bool:
+    """Every event of the case processed, and nothing due left waiting to be sent."""
+    busy = {"queued", "sending"}
+    async with session_factory() as session:
+        open_events = await session.scalar(
+            select(func.count()).where(
+                m.CaseEvent.urn == case_urn, m.CaseEvent.processed_at.is_(None)
             )
-            statuses = (
-                await session.scalars(
-                    select(m.Notification.status)
-                    .join(m.Case, m.Case.id == m.Notification.case_id)
-                    .where(m.Case.urn == case_urn)
-                )
-            ).all()
-        if open_events == 0 and statuses and all(s in waiting for s in statuses):
+        )
+        rows = (
+            await session.execute(
+                select(m.Notification.status, m.Notification.send_at, m.Notification.hold_reason)
+                .join(m.Case, m.Case.id == m.Notification.case_id)
+                .where(m.Case.urn == case_urn)
+            )
+        ).all()
+    for status, send_at, hold_reason in rows:
+        due = send_at is not None and send_at <= now
+        if status in busy or (status == "scheduled" and due):
+            return False
+        if status == "held" and hold_reason == "advocate_first" and due:
+            return False
+    return bool(open_events == 0)
+
+
+async def wait_until_settled(
+    session_factory: Any, case_urn: str, now: datetime, timeout_s: float = 30
+) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if await settled(session_factory, case_urn, now):
             return True
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
     return False
 
 
-async def post_timeline(url: str, events: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
-    """POST each event (then one duplicate and one invalid event) to a running stack."""
+async def post_events(url: str, events: tuple[dict[str, Any], ...]) -> list[tuple[str, int, str]]:
     results: list[tuple[str, int, str]] = []
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        extra = [events[1], {**events[1], "id": "demo-bad", "subject": "not a URN"}]
-        for event in [*events, *extra]:
+        for event in events:
             response = await client.post(
-                "/v1/events",
-                json=event,
-                headers={"content-type": "application/cloudevents+json"},
+                "/v1/events", json=event, headers={"content-type": "application/cloudevents+json"}
             )
             results.append(
                 (str(event["id"]), response.status_code, response.json().get("status", "invalid"))

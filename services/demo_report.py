@@ -44,8 +44,8 @@ async def report(
             for s in (await session.scalars(select(m.Survivor))).all()
         }
     header = (
-        f"{'event':<26} {'decision':<9} {'to':<28} {'channel':<8} {'template':<26} "
-        f"{'status':<10} {'due by':<17} {'delivered':<17} rule"
+        f"{'event':<26} {'decision':<9} {'to':<30} {'channel':<8} {'template':<24} "
+        f"{'status':<10} {'send at':<17} {'due by':<17} {'informed':<17} why"
     )
     out("\nWhat was decided and delivered:")
     out(header)
@@ -59,10 +59,14 @@ async def report(
         )
         status = notification.status if notification else decision.outcome
         counts[status] = counts.get(status, 0) + 1
+        why = decision.rule.split(":", 1)[-1]
+        reason = (notification.status_reason if notification else None) or decision.hold_reason
         out(
-            f"{etype:<26} {decision.outcome:<9} {who:<28} {decision.channel or '-':<8} "
-            f"{decision.template or '-':<26} {status:<10} {_t(decision.due_by):<17} "
-            f"{_t(notification.informed_at if notification else None):<17} {decision.rule}"
+            f"{etype:<26} {decision.outcome:<9} {who:<30} {decision.channel or '-':<8} "
+            f"{decision.template or '-':<24} {status:<10} "
+            f"{_t(notification.send_at if notification else None):<17} {_t(decision.due_by):<17} "
+            f"{_t(notification.informed_at if notification else None):<17} "
+            f"{why}{f' ({reason})' if reason else ''}"
         )
     out("")
     return {"events_posted": len(posted), "decisions": len(rows), "by_status": counts}

@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ import pytest
 
 from services.core.embedded_broker import EmbeddedBroker, free_port
 from services.core.settings import Settings, load_settings
+
+# The tests' "now": a Wednesday late morning, inside every default safe window. A stack's clock
+# ticks on from here (CAREHUB_CLOCK_FILE), so results never depend on when the suite runs.
+CLOCK_T0 = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)
 
 PG_ADMIN_DSN = os.environ.get("CAREHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]
@@ -74,10 +79,21 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Any:
+def clock_file(tmp_path: Path) -> Path:
+    """A clock file that starts at CLOCK_T0 and ticks on in real time."""
+    from services.core.clock import write_clock_file
+
+    path = tmp_path / "clock"
+    write_clock_file(path, CLOCK_T0, ticking=True)
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, clock_file: Path) -> Any:
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "var_dir": tmp_path / "var",
+            "clock_file": clock_file,
             "http_port": 0,
             "kafka_session_timeout_ms": 3000,
             "dispatch_interval_ms": 50,

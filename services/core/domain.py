@@ -116,6 +116,7 @@ class SurvivorContext:
     relationship: Relationship
     preference: ContactPreference | None
     advocate: Person | None  # the assigned advocate, or the team's supervisor standing in
+    supervisor: Person | None = None  # alerted when held news waits too long
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ class Decision:
     detail: Detail = Detail.DISCREET
     language: str = "en"
     survivor_id: int | None = None  # the survivor this decision is about
+    # The rule of the survivor's held message this decision is about (an alert, a tell-first).
+    related_rule: str | None = None
+    # "while_held": send only if that held message is still waiting when this one is due.
+    condition: str | None = None
 
     @property
     def makes_notification(self) -> bool:

@@ -2,6 +2,11 @@
 
 Templates live in `services/core/templates/<name>/<channel>.<language>.j2` and are listed, with
 their version, in `catalogue.yaml`. An e-mail template starts with a `Subject:` line.
+
+Variables every template can use: recipient_name, advocate_name, advocate_phone, hub_name,
+support_line, due_by_text, fallback_text, case_urn, event_type, detail, reason, vrr
+("police", "cps" or None), survivor_message (what became of the survivor's own message about
+the same event: "sent", "held", "no_safe_channel", "opted_out", "not_wanted" or "none").
 """
 
 from __future__ import annotations
@@ -58,13 +63,20 @@ def catalogue(directory: Path = TEMPLATES_DIR) -> dict[str, TemplateInfo]:
 def _environment(directory: Path) -> SandboxedEnvironment:
     # autoescape is off: these are plain-text bodies (SMS, text e-mail). Field values cannot
     # inject template syntax because they are passed as data, never compiled.
-    return SandboxedEnvironment(
+    env = SandboxedEnvironment(
         loader=FileSystemLoader(str(directory)),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
         trim_blocks=True,
     )
+    env.filters["capitalize_first"] = _capitalize_first
+    return env
+
+
+def _capitalize_first(value: str) -> str:
+    """Upper-case the first letter only (Jinja's `capitalize` lower-cases the rest)."""
+    return value[:1].upper() + value[1:]
 
 
 def render(

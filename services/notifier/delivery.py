@@ -33,6 +33,7 @@ from services.notifier.channels.base import (
     SendResult,
     TemporaryFailure,
 )
+from services.notifier.last_look import hand_to_advocate, no_longer_wanted
 
 ACTOR = "notifier"
 LONDON = ZoneInfo("Europe/London")
@@ -54,11 +55,21 @@ class Undeliverable(Exception):
         self.code = code
 
 
-def _due_text(value: datetime | None) -> str:
+def _due_text(value: datetime | None, *, with_time: bool = False) -> str:
     if value is None:
         return "soon"
     local = value.astimezone(LONDON)
-    return f"{local:%A} {local.day} {local:%B}"
+    text = f"{local:%A} {local.day} {local:%B}"
+    return f"{text} at {local:%H:%M}" if with_time else text
+
+
+def _vrr(event: m.CaseEvent) -> str | None:
+    """Which Victims' Right to Review scheme a decision falls under, if the agency said it does."""
+    data = event.payload.get("data") if isinstance(event.payload, dict) else None
+    if isinstance(data, dict) and data.get("vrr_eligible") is True:
+        agency = event.type.split(".", 1)[0]
+        return agency if agency in ("police", "cps") else None
+    return None
 
 
 async def _advocate_for(
@@ -74,6 +85,52 @@ async def _advocate_for(
     return await stand_in_supervisor(session, case)
 
 
+async def _fallback_text(session: AsyncSession, row: m.Notification) -> str:
+    """When the held message this one is about goes by itself (its fallback time)."""
+    if row.related_id is None:
+        return _due_text(row.due_by)
+    related = await session.get(m.Notification, row.related_id)
+    when = related.send_at if related is not None else None
+    return _due_text(when or row.due_by, with_time=when is not None)
+
+
+SURVIVOR_MESSAGE = {
+    ("send", None): "sent",
+    ("hold", "advocate_first"): "held",
+    ("hold", "no_safe_channel"): "no_safe_channel",
+    ("hold", "no_contact_preferences"): "no_safe_channel",
+    ("suppress", "opted_out"): "opted_out",
+    ("suppress", "frequency_none"): "not_wanted",
+    ("suppress", "not_a_key_stage"): "not_wanted",
+}
+
+
+async def _survivor_message(session: AsyncSession, row: m.Notification) -> str:
+    """What became of the survivor's own message about the same event, for the advocate."""
+    if row.survivor_id is None:
+        return "none"
+    decision = (
+        await session.execute(
+            select(m.DecisionRow.outcome, m.DecisionRow.hold_reason)
+            .where(
+                m.DecisionRow.case_event_id == row.case_event_id,
+                m.DecisionRow.survivor_id == row.survivor_id,
+                m.DecisionRow.recipient_role == "survivor",
+                # An escalation is recorded against the survivor too; it is not their message.
+                m.DecisionRow.outcome.in_(("send", "hold", "suppress")),
+            )
+            .order_by(m.DecisionRow.id)
+            .limit(1)
+        )
+    ).first()
+    if decision is None:
+        return "none"
+    outcome, reason = decision
+    if outcome == "send":
+        return "sent"
+    return SURVIVOR_MESSAGE.get((outcome, reason), "none")
+
+
 async def _address_and_variables(
     session: AsyncSession, row: m.Notification, case: m.Case, event: m.CaseEvent, now: datetime
 ) -> tuple[str, dict[str, Any]]:
@@ -84,6 +141,9 @@ async def _address_and_variables(
         "advocate_name": advocate.display_name if advocate else "your support worker",
         "advocate_phone": (advocate.phone if advocate and advocate.phone else "the Care Hub"),
         "due_by_text": _due_text(row.due_by),
+        "fallback_text": await _fallback_text(session, row),
+        "vrr": _vrr(event),
+        "survivor_message": await _survivor_message(session, row),
         "case_urn": case.urn,
         "event_type": event.type,
         "detail": row.detail,
@@ -99,7 +159,8 @@ async def _address_and_variables(
             address = pref.phone if row.channel == "sms" else pref.email
     else:
         variables["recipient_name"] = advocate.display_name if advocate else "colleague"
-        variables["reason"] = (row.rule.rsplit(".", 1)[-1] or "").replace("_", " ")
+        why = row.status_reason or row.rule.rsplit(".", 1)[-1]
+        variables["reason"] = why.replace("_", " ")
         address = advocate.email if advocate else None
     if not address:
         raise Undeliverable("no_address")
@@ -121,6 +182,13 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
         resume = row.status == Status.SENDING
         case = await session.get_one(m.Case, row.case_id)
         event = await session.get_one(m.CaseEvent, row.case_event_id)
+        if not resume:
+            reason = await no_longer_wanted(session, row, now)
+            if reason is not None:
+                _finish(session, row, Status.SUPPRESSED, now, reason)
+                if reason != "frequency_none":
+                    await hand_to_advocate(session, row, case, reason, now)
+                return None
         try:
             if row.channel is None:
                 raise Undeliverable("no_channel")

@@ -156,7 +156,8 @@ class RulesConsumer:
                 survivors=len(context.survivors),
                 rules_version=self.engine.rules.version,
             )
-        for decision in decisions:
+        # A message that points at another (a tell-first, an alert) is written after it.
+        for decision in sorted(decisions, key=lambda d: d.related_rule is not None):
             await self._write_decision(session, row, case, decision, now)
 
     async def _write_decision(
@@ -213,6 +214,11 @@ class RulesConsumer:
         assert decision.template is not None
         info = catalogue()[decision.template]
         survivor_role = decision.recipient.role.value == "survivor"
+        related = None
+        if decision.related_rule is not None and decision.survivor_id is not None:
+            related = notification_id(
+                row.source, row.event_id, f"survivor:{decision.survivor_id}", decision.related_rule
+            )
         return m.Notification(
             id=nid,
             case_event_id=row.id,
@@ -231,6 +237,8 @@ class RulesConsumer:
             rule=decision.rule,
             status=_initial_status(decision),
             hold_reason=decision.hold_reason if decision.outcome is Outcome.HOLD else None,
+            related_id=related,
+            send_condition=decision.condition,
             send_at=decision.send_at,
             due_by=decision.due_by,
             created_at=now,

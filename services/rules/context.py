@@ -45,6 +45,7 @@ async def load_case_context(session: AsyncSession, case: m.Case, now: datetime) 
             if row.survivor_id in prefs
             else None,
             advocate=advocates.get(row.survivor_id, stand_in),
+            supervisor=stand_in,
         )
         for row in links
     )

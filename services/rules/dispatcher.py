@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, metrics
 from services.core.db import models as m
@@ -36,11 +37,72 @@ def recipient_key(row: m.Notification) -> bytes:
     return f"{row.recipient_role}:{who}".encode()
 
 
+async def release_fallbacks(rt: Runtime) -> int:
+    """Held news whose advocate has not acted by its fallback time goes out detail-free.
+
+    The held message was written detail-free for exactly this case (trauma-informed rules 3
+    and 4: the deadline still binds), and its `send_at` is the fallback time the rules chose.
+    """
+    now = rt.clock.now()
+    async with rt.sessions.begin() as session:
+        rows = (
+            await session.scalars(
+                select(m.Notification)
+                .where(
+                    m.Notification.status == Status.HELD,
+                    m.Notification.hold_reason == "advocate_first",
+                    m.Notification.send_at <= now,
+                )
+                .limit(rt.settings.dispatch_batch_size)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for row in rows:
+            row.status = check_transition(row.status, Status.SCHEDULED)
+            row.updated_at = now
+            audit.record(
+                session,
+                at=now,
+                actor=ACTOR,
+                action="notification.fallback_released",
+                case_id=row.case_id,
+                notification_id=row.id,
+                rule=row.rule,
+                hold_reason=row.hold_reason,
+            )
+            log.info("notification.fallback_released", notification_id=row.id)
+    return len(rows)
+
+
+async def _still_wanted(session: AsyncSession, row: m.Notification, now: datetime) -> bool:
+    """A "while_held" message (a supervisor alert) is moot once its held message has moved on."""
+    if row.send_condition != "while_held" or row.related_id is None:
+        return True
+    related = await session.get(m.Notification, row.related_id)
+    if related is not None and related.status == Status.HELD:
+        return True
+    row.status = check_transition(row.status, Status.CANCELLED)
+    row.status_reason = "hold_resolved"
+    row.updated_at = now
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="notification.cancelled",
+        case_id=row.case_id,
+        notification_id=row.id,
+        rule=row.rule,
+        reason="hold_resolved",
+    )
+    log.info("notification.cancelled", notification_id=row.id, reason="hold_resolved")
+    return False
+
+
 async def release_due(rt: Runtime) -> int:
     """Queue every scheduled notification whose `send_at` has come; return how many."""
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
-        rows = (
+        candidates = (
             await session.scalars(
                 select(m.Notification)
                 .where(m.Notification.status == Status.SCHEDULED, m.Notification.send_at <= now)
@@ -49,6 +111,7 @@ async def release_due(rt: Runtime) -> int:
                 .with_for_update(skip_locked=True)
             )
         ).all()
+        rows = [row for row in candidates if await _still_wanted(session, row, now)]
         for row in rows:
             row.status = check_transition(row.status, Status.QUEUED)
             row.queued_at = row.updated_at = now
@@ -139,6 +202,7 @@ async def run_loop(rt: Runtime) -> None:
     interval = rt.settings.dispatch_interval_ms / 1000
     next_redrive: datetime | None = None
     while True:
+        await release_fallbacks(rt)
         released = await release_due(rt)
         now = rt.clock.now()
         if next_redrive is None or now >= next_redrive:

@@ -2,6 +2,10 @@
 
 No I/O, no clock, no ORM: everything it needs is passed in, so it runs the same in a test, in
 the consumer and when an advocate asks "why was I (not) told?".
+
+Precedence (trauma-informed rule 14): opt-out and unsafe channels are absolute (what the law
+still requires goes through the advocate); then the deadline; then advocate-first; then quiet
+hours; then the end-of-week rule.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from services.core.domain import (
     Decision,
     Detail,
     EventFacts,
+    Frequency,
     Outcome,
     Person,
     Role,
     SurvivorContext,
 )
 from services.rules.ruleset import EventRule, NotifyRule, RuleSet
+from services.rules.timing import fallback_time, half_window, next_safe_time
 
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
 NO_SAFE_CHANNEL_TEMPLATE = "advocate_no_safe_channel"
@@ -35,128 +41,177 @@ class Engine:
         self.calendar = calendar
 
     def decide(self, event: EventFacts, context: CaseContext, now: datetime) -> list[Decision]:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
         rule = self.rules.events.get(event.type)
         if rule is None:
             return []
-        deadline = self._due_by(rule, event, context)
+        start = self._clock_start(rule, event)
+        days = rule.enhanced_wd if context.enhanced_rights else rule.standard_wd
+        deadline = due_by(start, days, self.calendar)
+        situation = _Situation(rule, start, deadline, now, rule.is_distressing(event.data))
         decisions: list[Decision] = []
         for survivor in context.survivors:
-            decisions.extend(self._for_survivor(rule, event, survivor, deadline, now))
+            decisions.extend(self._for_survivor(situation, survivor))
         return decisions
 
-    def _due_by(self, rule: EventRule, event: EventFacts, context: CaseContext) -> datetime:
-        start = event.time
+    @staticmethod
+    def _clock_start(rule: EventRule, event: EventFacts) -> datetime:
         if rule.clock_from == "receipt" and event.agency_received_at is not None:
-            start = event.agency_received_at
-        days = rule.enhanced_wd if context.enhanced_rights else rule.standard_wd
-        return due_by(start, days, self.calendar)
+            return event.agency_received_at
+        return event.time
 
-    def _for_survivor(
-        self,
-        rule: EventRule,
-        event: EventFacts,
-        survivor: SurvivorContext,
-        deadline: datetime,
-        now: datetime,
-    ) -> list[Decision]:
-        if not rule.notify:
+    def _for_survivor(self, s: _Situation, survivor: SurvivorContext) -> list[Decision]:
+        if not s.rule.notify:
             # A Code duty with no message rule yet: a person passes it on, never silence.
-            return [self._advocate_task(rule, survivor, deadline, now, "pass_on", PASS_ON_TEMPLATE)]
+            return [self._advocate_task(s, survivor, "pass_on", PASS_ON_TEMPLATE)]
         out: list[Decision] = []
-        for notify in rule.notify:
+        for notify in s.rule.notify:
+            if notify.to == "survivor":
+                out.extend(self._to_survivor(s, notify, survivor))
+        held = next((d for d in out if d.hold_reason == "advocate_first"), None)
+        for notify in s.rule.notify:
             if notify.to == "advocate":
-                out.append(self._to_advocate(notify, survivor, deadline, now))
-            else:
-                out.extend(self._to_survivor(rule, notify, survivor, deadline, now))
+                out.insert(0, self._to_advocate(s, notify, survivor, held))
+        if held is not None:
+            alert = self._supervisor_alert(s, survivor, held)
+            if alert is not None:
+                out.append(alert)
         return out
 
     def _to_advocate(
-        self, notify: NotifyRule, survivor: SurvivorContext, deadline: datetime, now: datetime
+        self,
+        s: _Situation,
+        notify: NotifyRule,
+        survivor: SurvivorContext,
+        held: Decision | None,
     ) -> Decision:
-        name = self.rules.rule_name(notify.id)
+        template = self.rules.distressing.advocate if s.distressing else notify.template
         return _to_advocate_or_escalate(
-            Outcome.SEND, survivor, notify.template, now, deadline, name
+            Outcome.SEND,
+            survivor,
+            template,
+            s.now,
+            s.deadline,
+            self.rules.rule_name(notify.id),
+            related_rule=held.rule if held is not None else None,
         )
 
     def _to_survivor(
-        self,
-        rule: EventRule,
-        notify: NotifyRule,
-        survivor: SurvivorContext,
-        deadline: datetime,
-        now: datetime,
+        self, s: _Situation, notify: NotifyRule, survivor: SurvivorContext
     ) -> list[Decision]:
         name = self.rules.rule_name(notify.id)
         pref = survivor.preference
         person = survivor.survivor
         language = pref.language if pref else "en"
-        detail = pref.detail if pref else Detail.DISCREET
+        # Whatever becomes of it, a survivor's message about distressing news is detail-free.
+        template = self.rules.distressing.survivor if s.distressing else notify.template
+        detail = Detail.DISCREET if s.distressing else _detail(pref)
+
+        def decision(outcome: Outcome, **kw: object) -> Decision:
+            fields: dict[str, object] = {
+                "channel": None,
+                "template": template,
+                "detail": detail,
+                "send_at": None,
+                "due_by": s.deadline,
+                "rule": name,
+                "survivor_id": person.id,
+                "language": language,
+            }
+            fields.update(kw)
+            return Decision(outcome, person, **fields)  # type: ignore[arg-type]
+
         if pref is not None and pref.opted_out:
             # Opt-out is absolute; what the law still requires goes through the advocate.
             return [
-                Decision(
-                    Outcome.SUPPRESS,
-                    person,
-                    None,
-                    notify.template,
-                    None,
-                    deadline,
-                    name,
-                    hold_reason="opted_out",
-                    survivor_id=person.id,
-                    language=language,
-                ),
-                self._advocate_task(rule, survivor, deadline, now, "opted_out", PASS_ON_TEMPLATE),
+                decision(Outcome.SUPPRESS, hold_reason="opted_out"),
+                self._advocate_task(s, survivor, "opted_out", PASS_ON_TEMPLATE),
             ]
-        channel = safe_channel(pref, london_date(now))
+        if pref is not None and pref.frequency is Frequency.NONE:
+            return [decision(Outcome.SUPPRESS, hold_reason="frequency_none")]
+        if pref is not None and pref.frequency is Frequency.KEY_STAGES and not s.rule.key_stage:
+            return [decision(Outcome.SUPPRESS, hold_reason="not_a_key_stage")]
+        # When it would go: the fallback for held distressing news, else the safe window.
+        note = None
+        if s.distressing:
+            send_at = fallback_time(s.deadline, s.now, pref, self.calendar)
+        else:
+            send_at = next_safe_time(s.now, pref)
+            if s.deadline <= s.now:
+                note = "deadline_already_passed"  # late already: the window costs nothing more
+            elif send_at > s.deadline:
+                # Waiting for the safe window would break the Code deadline: the deadline wins.
+                send_at, note = s.now, "deadline_before_safe_window"
+        # The channel must be safe on the day it is used, not only today (rule 1).
+        channel = safe_channel(pref, london_date(max(s.now, send_at)))
         if channel is None:
             reason = "no_safe_channel" if pref is not None else "no_contact_preferences"
             return [
-                Decision(
-                    Outcome.HOLD,
-                    person,
-                    None,
-                    notify.template,
-                    None,
-                    deadline,
-                    name,
-                    hold_reason=reason,
-                    survivor_id=person.id,
-                    language=language,
-                    detail=detail,
-                ),
-                self._advocate_task(
-                    rule, survivor, deadline, now, reason, NO_SAFE_CHANNEL_TEMPLATE
-                ),
+                decision(Outcome.HOLD, hold_reason=reason),
+                self._advocate_task(s, survivor, reason, NO_SAFE_CHANNEL_TEMPLATE),
             ]
-        return [
-            Decision(
-                Outcome.SEND,
-                person,
-                channel,
-                notify.template,
-                now,
-                deadline,
-                name,
-                survivor_id=person.id,
-                language=language,
-                detail=detail,
-            )
-        ]
+        if s.distressing:
+            # Told by a person first; the survivor's own message is detail-free and waits for
+            # the advocate, going by itself only as a fallback before the deadline.
+            return [
+                decision(
+                    Outcome.HOLD, channel=channel, send_at=send_at, hold_reason="advocate_first"
+                )
+            ]
+        return [decision(Outcome.SEND, channel=channel, send_at=send_at, hold_reason=note)]
+
+    def _supervisor_alert(
+        self, s: _Situation, survivor: SurvivorContext, held: Decision
+    ) -> Decision | None:
+        supervisor = survivor.supervisor
+        if supervisor is None or supervisor == survivor.advocate:
+            return None
+        return Decision(
+            Outcome.TASK,
+            supervisor,
+            Channel.EMAIL,
+            self.rules.distressing.supervisor,
+            half_window(s.clock_start, s.deadline, s.now),
+            s.deadline,
+            self.rules.rule_name(f"{s.rule.type}.supervisor_alert"),
+            hold_reason="held_past_half_window",
+            survivor_id=survivor.survivor.id,
+            related_rule=held.rule,
+            condition="while_held",
+        )
 
     def _advocate_task(
+        self, s: _Situation, survivor: SurvivorContext, reason: str, template: str
+    ) -> Decision:
+        name = self.rules.rule_name(f"{s.rule.type}.advocate_task.{reason}")
+        return _to_advocate_or_escalate(
+            Outcome.TASK, survivor, template, s.now, s.deadline, name, hold_reason=reason
+        )
+
+
+class _Situation:
+    """What every decision about one event shares."""
+
+    __slots__ = ("rule", "clock_start", "deadline", "now", "distressing")
+
+    def __init__(
         self,
         rule: EventRule,
-        survivor: SurvivorContext,
+        clock_start: datetime,
         deadline: datetime,
         now: datetime,
-        reason: str,
-        template: str,
-    ) -> Decision:
-        name = self.rules.rule_name(f"{rule.type}.advocate_task.{reason}")
-        return _to_advocate_or_escalate(
-            Outcome.TASK, survivor, template, now, deadline, name, hold_reason=reason
-        )
+        distressing: bool,
+    ) -> None:
+        self.rule = rule
+        self.clock_start = clock_start
+        self.deadline = deadline
+        self.now = now
+        self.distressing = distressing
+
+
+def _detail(pref: ContactPreference | None) -> Detail:
+    return pref.detail if pref is not None else Detail.DISCREET
 
 
 def _to_advocate_or_escalate(
@@ -167,6 +222,7 @@ def _to_advocate_or_escalate(
     deadline: datetime,
     rule: str,
     hold_reason: str | None = None,
+    related_rule: str | None = None,
 ) -> Decision:
     """A message for the survivor's advocate; with nobody to receive it, an escalation."""
     if survivor.advocate is None:
@@ -191,6 +247,7 @@ def _to_advocate_or_escalate(
         rule,
         hold_reason=hold_reason,
         survivor_id=survivor.survivor.id,
+        related_rule=related_rule,
     )
 
 

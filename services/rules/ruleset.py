@@ -26,6 +26,9 @@ class NotifyRule:
     template: str
 
 
+SENSITIVITIES = ("routine", "significant", "distressing")
+
+
 @dataclass(frozen=True)
 class EventRule:
     type: str
@@ -34,12 +37,30 @@ class EventRule:
     enhanced_wd: int
     clock_from: str
     notify: tuple[NotifyRule, ...]
+    sensitivity: str = "significant"
+    key_stage: bool = True
+    # data field -> the values for which this event is NOT distressing. Any other value, or a
+    # missing field, is distressing: an unexpected ending fails safe (advocate first).
+    distressing_unless: tuple[tuple[str, tuple[object, ...]], ...] = ()
+
+    def is_distressing(self, data: dict[str, object]) -> bool:
+        if self.sensitivity == "distressing":
+            return True
+        return any(data.get(name) not in values for name, values in self.distressing_unless)
+
+
+@dataclass(frozen=True)
+class DistressingTemplates:
+    advocate: str
+    survivor: str
+    supervisor: str
 
 
 @dataclass(frozen=True)
 class RuleSet:
     version: str
     events: dict[str, EventRule]
+    distressing: DistressingTemplates
 
     def rule_name(self, rule_id: str) -> str:
         return f"{self.version}:{rule_id}"
@@ -65,7 +86,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
     if not isinstance(root, yaml.MappingNode):
         raise fail(root, "must be a mapping with 'version' and 'events'")
     top = {k.value: v for k, v in root.value}
-    unknown = set(top) - {"version", "events"}
+    unknown = set(top) - {"version", "events", "distressing"}
     if unknown:
         raise fail(root, f"unknown field {sorted(unknown)[0]!r}")
     if "version" not in top or not str(top["version"].value).strip():
@@ -75,6 +96,26 @@ def load_rules(path: Path | None = None) -> RuleSet:
     if not isinstance(events_node, yaml.MappingNode):
         raise fail(root, "'events' must be a mapping of event type to rule")
     templates = catalogue()
+    if "distressing" not in top:
+        raise fail(root, "'distressing' (the templates for distressing outcomes) is required")
+    block = _fields(
+        top["distressing"],
+        {"advocate_template", "survivor_template", "supervisor_template"},
+        "distressing",
+        fail,
+    )
+    chosen: dict[str, str] = {}
+    for name in ("advocate_template", "survivor_template", "supervisor_template"):
+        if name not in block:
+            raise fail(top["distressing"], f"distressing: {name!r} is required")
+        node = block[name][1]
+        audience = "survivor" if name == "survivor_template" else "advocate"
+        chosen[name] = _template(_value(node), audience, templates, "distressing", node, fail)
+    distressing = DistressingTemplates(
+        advocate=chosen["advocate_template"],
+        survivor=chosen["survivor_template"],
+        supervisor=chosen["supervisor_template"],
+    )
     events: dict[str, EventRule] = {}
     for key_node, rule_node in events_node.value:
         etype = str(key_node.value)
@@ -82,7 +123,30 @@ def load_rules(path: Path | None = None) -> RuleSet:
             raise fail(key_node, f"unknown event type {etype!r}")
         if etype in events:
             raise fail(key_node, f"{etype}: listed twice")
-        fields = _fields(rule_node, {"duty", "deadline", "notify"}, etype, fail)
+        fields = _fields(
+            rule_node,
+            {"duty", "deadline", "notify", "sensitivity", "key_stage", "distressing_unless"},
+            etype,
+            fail,
+        )
+        sensitivity = _value(fields["sensitivity"][1]) if "sensitivity" in fields else None
+        if sensitivity not in SENSITIVITIES:
+            where = fields["sensitivity"][1] if "sensitivity" in fields else rule_node
+            raise fail(where, f"{etype}: sensitivity must be one of {', '.join(SENSITIVITIES)}")
+        key_stage = _value(fields["key_stage"][1]) if "key_stage" in fields else True
+        if not isinstance(key_stage, bool):
+            raise fail(fields["key_stage"][1], f"{etype}: key_stage must be true or false")
+        unless: list[tuple[str, tuple[object, ...]]] = []
+        if "distressing_unless" in fields:
+            raw_unless = _value(fields["distressing_unless"][1])
+            if not isinstance(raw_unless, dict) or not all(
+                isinstance(v, list) and v for v in raw_unless.values()
+            ):
+                raise fail(
+                    fields["distressing_unless"][1],
+                    f"{etype}: distressing_unless maps a data field to a list of values",
+                )
+            unless = [(str(k), tuple(v)) for k, v in raw_unless.items()]
         if "deadline" not in fields:
             raise fail(rule_node, f"{etype}: 'deadline' is required")
         deadline_node = fields["deadline"][1]
@@ -113,8 +177,15 @@ def load_rules(path: Path | None = None) -> RuleSet:
                 raise fail(entry, f"{etype}: a notify entry needs an 'id'")
             if item.get("to") not in RECIPIENTS:
                 raise fail(entry, f"{etype}: notify 'to' must be survivor or advocate")
-            if item.get("template") not in templates:
-                raise fail(entry, f"{etype}: unknown template {item.get('template')!r}")
+            template_node = _fields(entry, {"id", "to", "template"}, etype, fail).get("template")
+            _template(
+                item.get("template"),
+                str(item["to"]),
+                templates,
+                etype,
+                template_node[1] if template_node else entry,
+                fail,
+            )
             rule_id = f"{etype}.{item['id']}"
             if any(n.id == rule_id for n in notify):
                 raise fail(entry, f"{etype}: notify id {item['id']!r} is used twice")
@@ -129,8 +200,23 @@ def load_rules(path: Path | None = None) -> RuleSet:
             enhanced_wd=days["enhanced"],
             clock_from=clock_from,
             notify=tuple(notify),
+            sensitivity=str(sensitivity),
+            key_stage=key_stage,
+            distressing_unless=tuple(unless),
         )
-    return RuleSet(version=version, events=events)
+    return RuleSet(version=version, events=events, distressing=distressing)
+
+
+def _template(
+    name: object, audience: str, templates: dict[str, Any], where: str, node: Any, fail: Any
+) -> str:
+    """A template that exists and is written for this audience (a survivor must never get an
+    advocate's template, which names the outcome)."""
+    if not isinstance(name, str) or name not in templates:
+        raise fail(node, f"{where}: unknown template {name!r}")
+    if templates[name].audience != audience:
+        raise fail(node, f"{where}: template {name!r} is written for {templates[name].audience}s")
+    return name
 
 
 def _value(node: Any) -> Any:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from services.core.db.engine import head_revision
 from services.core.embedded_broker import free_port
+from tests.conftest import REPO
 from tests.e2e.processes import CarehubProcess, base_env
 from tests.integration.test_pipeline import CE, arrested, crime_recorded
 
@@ -32,11 +34,14 @@ def last_json(stdout: str) -> dict[str, object]:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_run_on_embedded_defaults_serves_and_writes_outbox(tmp_path: Path) -> None:
+def test_run_on_embedded_defaults_serves_and_writes_outbox(
+    tmp_path: Path, clock_file: Path
+) -> None:
     env = base_env(
         CAREHUB_EMBEDDED_BROKER_PORT=str(free_port()),
         CAREHUB_HTTP_PORT="0",
         CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000",
+        CAREHUB_CLOCK_FILE=str(clock_file),
     )
     proc = CarehubProcess("run", ["run", "--demo-data"], env, tmp_path).start()
     try:
@@ -98,9 +103,18 @@ def test_demo_tells_the_story_and_exits_zero(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     summary = last_json(done.stdout)
     assert summary["settled"] is True
-    assert summary["by_status"] == {"delivered": 4}
+    assert summary["by_status"] == {"delivered": 7}
     assert "What was decided and delivered" in done.stderr
-    assert "Riley (survivor)" in done.stderr and "Jordan Example (isva)" in done.stderr
+    table = done.stderr.split("What was decided and delivered", 1)[1]
+    # Late-evening arrest: the survivor's text waits for her safe window the next morning.
+    arrest = next(line for line in table.splitlines() if "suspect_arrested.survivor" in line)
+    assert "Tue 17 Nov 09:00" in arrest
+    # No further action: the advocate is told first; the survivor's detail-free message is held
+    # and goes as the fallback at noon on the deadline day; the supervisor was alerted halfway.
+    assert "advocate_tell_first" in table and "Wed 18 Nov 10:00" in table
+    held = next(line for line in table.splitlines() if "(advocate_first)" in line)
+    assert "survivor_get_in_touch" in held and "Thu 19 Nov 12:00" in held
+    assert "supervisor_hold_alert" in table
     assert not (tmp_path / "var").exists()  # its own stack, in a temporary directory
 
 
@@ -109,4 +123,33 @@ def test_migrate_reports_the_revision(pg_url: str, tmp_path: Path) -> None:
         ["migrate"], base_env(CAREHUB_DATABASE_URL=pg_url.replace("+asyncpg", "")), tmp_path
     )
     assert done.returncode == 0, done.stderr
-    assert last_json(done.stdout) == {"revision": "0001"}
+    assert last_json(done.stdout) == {"revision": head_revision()}
+
+
+def test_rules_check_summarises_and_names_the_line_of_a_bad_file(tmp_path: Path) -> None:
+    done = carehub(["rules", "check"], base_env(), tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = last_json(done.stdout)
+    assert summary["event_types"] == 27
+    assert "police.no_further_action" in done.stderr
+    bad = tmp_path / "rules.yaml"
+    packaged = (REPO / "services" / "rules" / "rules.yaml").read_text()
+    bad.write_text(packaged.replace("    sensitivity: routine", "    sensitivity: mild", 1))
+    line = next(
+        n for n, text in enumerate(bad.read_text().splitlines(), 1) if "sensitivity: mild" in text
+    )
+    failed = carehub(["rules", "check", "--file", str(bad)], base_env(), tmp_path)
+    assert failed.returncode == 1
+    assert f"line {line}" in failed.stderr and "sensitivity must be one of" in failed.stderr
+
+
+def test_sms_inspect_prints_one_json_object(tmp_path: Path) -> None:
+    done = carehub(["sms", "inspect", "Shwmae Siân, it’s ŵ"], base_env(), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert last_json(done.stdout) == {
+        "encoding": "UCS-2",
+        "characters": 19,
+        "segments": 1,
+        "sanitised": "Shwmae Siân, it's ŵ",
+        "non_gsm": ["â", "ŵ"],
+    }

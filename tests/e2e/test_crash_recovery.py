@@ -22,7 +22,7 @@ from services.core.embedded_broker import free_port
 from tests.e2e.processes import CarehubProcess, base_env
 from tests.integration.test_pipeline import add_team, arrested, crime_recorded
 
-CASES = 120  # each: crime_recorded (2 notifications) and suspect_arrested (1)
+CASES = 120  # each: crime_recorded and suspect_arrested, 2 notifications each
 BATCH = 6
 
 
@@ -90,7 +90,9 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_sigkill_mid_stream_loses_and_doubles_nothing(pg_url: str, tmp_path: Path) -> None:
+async def test_sigkill_mid_stream_loses_and_doubles_nothing(
+    pg_url: str, tmp_path: Path, clock_file: Path
+) -> None:
     await seed_team(pg_url)
     port = free_port()
     outbox = tmp_path / "outbox"
@@ -104,6 +106,7 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(pg_url: str, tmp_pat
         CAREHUB_KAFKA_MAX_RECORDS="20",
         CAREHUB_REDRIVE_AFTER_S="20",
         CAREHUB_LOG_LEVEL="INFO",
+        CAREHUB_CLOCK_FILE=str(clock_file),
     )
     broker = CarehubProcess("broker", ["broker"], env, tmp_path).start()
     procs = {
@@ -135,7 +138,7 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(pg_url: str, tmp_pat
         feeder.join(timeout=120)
         assert posted.is_set()
 
-        expected = CASES * 3
+        expected = CASES * 4
 
         async def all_delivered() -> bool:
             c = await counts(pg_url)
@@ -158,6 +161,7 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(pg_url: str, tmp_pat
             "survivor_welcome": CASES,
             "advocate_new_referral": CASES,
             "survivor_case_update": CASES,
+            "advocate_case_update": CASES,
         }
     finally:
         for proc in procs.values():

@@ -84,7 +84,7 @@ async def test_an_event_recorded_but_never_published_is_redriven(
                 )
             )
         assert case_id is not None
-        files = await wait_for_files(settings.resolved_outbox_dir, 3, timeout=30)
+        files = await wait_for_files(settings.resolved_outbox_dir, 4, timeout=30)
         assert "survivor_case_update" in {f["template"] for f in files}
         await asyncio.sleep(0.5)
         async with stack.runtime.sessions() as session:

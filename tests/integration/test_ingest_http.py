@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from services.core.db import models as m
+from tests.conftest import CLOCK_T0
 from tests.integration.test_pipeline import CE, arrested, crime_recorded, iso
 
 SECRET_PHONE = "+447700900987"
@@ -85,7 +86,7 @@ async def test_invalid_event_gets_422_with_pointers_and_is_kept(ingest_stack: An
 
 async def test_duplicate_and_conflicting_duplicate(ingest_stack: Any) -> None:
     event = arrested("01AB1234524", "d1")
-    changed = {**event, "time": iso(datetime.now(UTC) - timedelta(hours=3))}
+    changed = {**event, "time": iso(CLOCK_T0 - timedelta(hours=3))}
     async with httpx.AsyncClient(base_url=ingest_stack.url) as client:
         first = await client.post("/v1/events", json=event, headers=CE)
         second = await client.post("/v1/events", json=event, headers=CE)

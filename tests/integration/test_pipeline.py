@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
 from services.notifier.channels.outbox import OUTBOX_KEYS
+from tests.conftest import CLOCK_T0
 
 CE = {"content-type": "application/cloudevents+json"}
 
@@ -26,7 +27,7 @@ def iso(value: datetime) -> str:
 def crime_recorded(
     urn: str, event_id: str, *, safe_to_text: bool = True, when: datetime | None = None
 ) -> dict[str, Any]:
-    when = when or datetime.now(UTC) - timedelta(minutes=5)
+    when = when or CLOCK_T0 - timedelta(minutes=5)
     return {
         "specversion": "1.0",
         "id": event_id,
@@ -56,7 +57,7 @@ def arrested(urn: str, event_id: str) -> dict[str, Any]:
         "source": "police/01",
         "type": "police.suspect_arrested",
         "subject": urn,
-        "time": iso(datetime.now(UTC) - timedelta(minutes=1)),
+        "time": iso(CLOCK_T0 - timedelta(minutes=1)),
         "data": {},
     }
 
@@ -166,13 +167,15 @@ async def test_arrest_reaches_survivor_of_existing_case_and_is_idempotent(stack:
         again = await client.post("/v1/events", json=event, headers=CE)
     assert first.status_code == 202
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
-    files = await wait_for_files(stack.runtime.settings.resolved_outbox_dir, 3)
-    assert len(files) == 3
+    files = await wait_for_files(stack.runtime.settings.resolved_outbox_dir, 4)
+    assert len(files) == 4
     update = next(f for f in files if f["template"] == "survivor_case_update")
     assert "Ira Isva" in update["body"] and "arrest" not in update["body"].lower()
+    told = next(f for f in files if f["template"] == "advocate_case_update")
+    assert told["to"] == "ira.isva@example.org" and "arrested" in told["body"]
     async with stack.runtime.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(m.CaseEvent)) == 2
-        assert await session.scalar(select(func.count()).select_from(m.Notification)) == 3
+        assert await session.scalar(select(func.count()).select_from(m.Notification)) == 4
 
 
 async def test_event_before_its_case_is_parked_then_processed(stack: Any) -> None:
@@ -188,12 +191,11 @@ async def test_event_before_its_case_is_parked_then_processed(stack: Any) -> Non
                 break
             await asyncio.sleep(0.1)
         assert status == "awaiting_context"
-        recorded = crime_recorded(
-            "01AB7654324", "late", when=datetime.now(UTC) - timedelta(hours=1)
-        )
+        recorded = crime_recorded("01AB7654324", "late", when=CLOCK_T0 - timedelta(hours=1))
         assert (await client.post("/v1/events", json=recorded, headers=CE)).status_code == 202
-    files = await wait_for_files(stack.runtime.settings.resolved_outbox_dir, 3)
+    files = await wait_for_files(stack.runtime.settings.resolved_outbox_dir, 4)
     assert sorted(f["template"] for f in files) == [
+        "advocate_case_update",
         "advocate_new_referral",
         "survivor_case_update",
         "survivor_welcome",

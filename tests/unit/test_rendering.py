@@ -18,9 +18,10 @@ from services.core.rendering import (
     catalogue,
     render,
 )
-from services.rules.ruleset import DOCUMENTED_TYPES
+from services.rules.ruleset import DOCUMENTED_TYPES, load_rules
 
 CATALOGUE = catalogue()
+RULES = load_rules()
 PAIRS = [(name, channel) for name, info in CATALOGUE.items() for channel in info.channels]
 SURVIVOR_SMS = [name for name, info in CATALOGUE.items() if "sms" in info.channels]
 FORBIDDEN_IN_DISCREET = re.compile(r"police|court|rape|arrest|offence|charged", re.IGNORECASE)
@@ -39,9 +40,34 @@ def variables(**changes: Any) -> dict[str, Any]:
         "event_type": "police.suspect_arrested",
         "detail": "discreet",
         "reason": "no safe channel",
+        "fallback_text": "Tuesday 24 November at 12:00",
+        "vrr": None,
+        "survivor_message": "sent",
     }
     values.update(changes)
     return values
+
+
+# The variables rendering.py documents: every template may use these and only these.
+DOCUMENTED_VARIABLES = frozenset(
+    {
+        "recipient_name",
+        "advocate_name",
+        "advocate_phone",
+        "hub_name",
+        "support_line",
+        "due_by_text",
+        "fallback_text",
+        "case_urn",
+        "event_type",
+        "detail",
+        "reason",
+        "vrr",
+        "survivor_message",
+    }
+)
+# What became of the survivor's own message about the same event, as the notifier says it.
+SURVIVOR_MESSAGES = ("sent", "held", "no_safe_channel", "opted_out", "not_wanted", "none")
 
 
 def used_variables(name: str, channel: str) -> set[str]:
@@ -56,6 +82,47 @@ def used_variables(name: str, channel: str) -> set[str]:
 def test_the_catalogue_lists_every_template_directory() -> None:
     on_disk = {p.name for p in TEMPLATES_DIR.iterdir() if p.is_dir()}
     assert set(CATALOGUE) == on_disk
+
+
+def test_partials_start_with_an_underscore_and_are_not_templates() -> None:
+    partials = sorted(p.relative_to(TEMPLATES_DIR) for p in TEMPLATES_DIR.rglob("_*.j2"))
+    assert Path("_event_names.j2") in partials
+    assert Path("survivor_case_update/_summaries.j2") in partials
+    assert not [name for name in CATALOGUE if name.startswith("_")]
+    for partial in partials:
+        assert partial.stem not in CATALOGUE
+        assert partial.parent.name in ("", *CATALOGUE)
+
+
+def test_every_file_is_the_catalogue_a_partial_or_a_catalogued_channel() -> None:
+    for path in TEMPLATES_DIR.rglob("*"):
+        if path.is_dir():
+            continue
+        relative = path.relative_to(TEMPLATES_DIR)
+        if relative == Path("catalogue.yaml") or path.name.startswith("_"):
+            continue
+        assert len(relative.parts) == 2, relative
+        name, filename = relative.parts
+        channel, language, suffix = filename.split(".")
+        assert name in CATALOGUE, relative
+        assert channel in CATALOGUE[name].channels, relative
+        assert (suffix, len(language)) == ("j2", 2), relative
+
+
+@pytest.mark.parametrize("partial", ["_event_names", "survivor_case_update/_summaries"])
+def test_a_partial_cannot_be_rendered_as_a_template(partial: str) -> None:
+    with pytest.raises(TemplateError, match="unknown template"):
+        render(partial, "email", "en", variables())
+
+
+def test_templates_use_only_the_documented_variables() -> None:
+    env = _environment(TEMPLATES_DIR)
+    used: set[str] = set()
+    for path in TEMPLATES_DIR.rglob("*.j2"):
+        used |= meta.find_undeclared_variables(env.parse(path.read_text(encoding="utf-8")))
+    assert used <= DOCUMENTED_VARIABLES, used - DOCUMENTED_VARIABLES
+    assert {"fallback_text", "vrr", "survivor_message"} <= used
+    assert set(variables()) == DOCUMENTED_VARIABLES
 
 
 @pytest.mark.parametrize(("name", "channel"), PAIRS)
@@ -120,9 +187,10 @@ def test_survivor_sms_says_to_call_999_in_danger(name: str) -> None:
 def test_a_missing_variable_is_a_template_error_that_leaks_no_value(
     name: str, channel: str
 ) -> None:
-    # "detailed" so that every branch, and so every variable, is evaluated.
+    # "detailed" and "held" so that every branch, and so every variable, is evaluated.
     full = variables(
         detail="detailed",
+        survivor_message="held",
         recipient_name="Zebedee-Secret",
         advocate_phone="+447700900999",
         case_urn="99ZZ9999999",
@@ -177,6 +245,126 @@ def test_a_discreet_update_does_not_say_what_happened() -> None:
     body = render("survivor_case_update", "sms", "en", variables(detail="discreet")).body
     assert "arrested" not in body
     assert "there is an update for you" in body
+
+
+# -- distressing outcomes: the advocate first, the survivor only asked to get in touch ---------
+
+ALWAYS_DISTRESSING = sorted(t for t, r in RULES.events.items() if r.sensitivity == "distressing")
+CONDITIONAL = sorted(t for t, r in RULES.events.items() if r.distressing_unless)
+
+
+@pytest.mark.parametrize("name", ["advocate_tell_first", "supervisor_hold_alert"])
+def test_the_advocate_and_supervisor_are_told_when_the_fallback_goes(name: str) -> None:
+    values = variables(fallback_text="Monday 23 November at 12:00", survivor_message="held")
+    body = render(name, "email", "en", values).body
+    assert "Monday 23 November at 12:00" in body
+    assert "Tuesday 24 November" in body  # the deadline (due_by_text)
+
+
+@pytest.mark.parametrize("survivor_message", SURVIVOR_MESSAGES)
+def test_the_advocate_is_only_promised_a_fallback_when_one_is_held(survivor_message: str) -> None:
+    values = variables(
+        fallback_text="Monday 23 November at 12:00", survivor_message=survivor_message
+    )
+    body = render("advocate_tell_first", "email", "en", values).body
+    promised = "they will get a short message" in body
+    assert promised is (survivor_message == "held")
+    assert ("Monday 23 November at 12:00" in body) is (survivor_message == "held")
+    if survivor_message in ("opted_out", "no_safe_channel"):
+        assert "only you can tell them" in body
+    if survivor_message in ("opted_out", "not_wanted", "no_safe_channel"):
+        assert "nothing will be sent to them" in body
+
+
+@pytest.mark.parametrize("survivor_message", SURVIVOR_MESSAGES)
+def test_the_advocate_is_only_told_a_message_goes_when_one_does(survivor_message: str) -> None:
+    body = render(
+        "advocate_case_update", "email", "en", variables(survivor_message=survivor_message)
+    ).body
+    assert ("is being sent a message" in body) is (survivor_message == "sent")
+    if survivor_message != "sent":
+        assert "nothing was sent to" in body.lower()
+    if survivor_message == "opted_out":
+        assert "The law still requires them to be told" in body
+
+
+@pytest.mark.parametrize(
+    ("vrr", "says", "never"),
+    [
+        ("police", ["ask the police to review", "3 months"], ["10 working days", "CPS"]),
+        ("cps", ["ask the CPS to review", "10 working days"], ["3 months"]),
+        (None, [], ["Right to Review", "3 months", "10 working days"]),
+    ],
+)
+def test_a_vrr_eligible_decision_says_how_to_ask_for_a_review_and_by_when(
+    vrr: str | None, says: list[str], never: list[str]
+) -> None:
+    body = render(
+        "advocate_tell_first",
+        "email",
+        "en",
+        variables(vrr=vrr, event_type="police.no_further_action"),
+    ).body
+    for text in says:
+        assert text in body
+    for text in never:
+        assert text not in body
+
+
+@pytest.mark.parametrize("event_type", sorted(DOCUMENTED_TYPES))
+@pytest.mark.parametrize(
+    "name", ["advocate_case_update", "advocate_tell_first", "supervisor_hold_alert"]
+)
+def test_advocate_templates_name_every_event_type_in_plain_english(
+    name: str, event_type: str
+) -> None:
+    body = render(name, "email", "en", variables(event_type=event_type)).body
+    assert event_type not in body
+
+
+@pytest.mark.parametrize("channel", ["sms", "email"])
+def test_the_get_in_touch_message_is_the_same_whatever_happened(channel: str) -> None:
+    bodies = {
+        render(
+            "survivor_get_in_touch",
+            channel,
+            "en",
+            variables(event_type=event_type, detail=detail, vrr=vrr),
+        ).body
+        for event_type in sorted(DOCUMENTED_TYPES)
+        for detail in ("discreet", "detailed")
+        for vrr in ("police", "cps", None)
+    }
+    assert len(bodies) == 1
+    (body,) = bodies
+    assert not FORBIDDEN_IN_DISCREET.search(body), body
+    assert "Sam Advocate" in body and "+447700900456" in body and "999" in body
+
+
+@pytest.mark.parametrize("event_type", ALWAYS_DISTRESSING)
+@pytest.mark.parametrize("channel", ["sms", "email"])
+def test_a_detailed_case_update_never_summarises_a_distressing_outcome(
+    event_type: str, channel: str
+) -> None:
+    detailed = render(
+        "survivor_case_update", channel, "en", variables(event_type=event_type, detail="detailed")
+    )
+    discreet = render(
+        "survivor_case_update", channel, "en", variables(event_type=event_type, detail="discreet")
+    )
+    assert detailed.body == discreet.body
+    assert "there is an update for you" in detailed.body.lower()
+
+
+@pytest.mark.parametrize("event_type", CONDITIONAL)
+def test_a_detailed_summary_of_a_conditional_outcome_does_not_give_the_outcome(
+    event_type: str,
+) -> None:
+    body = render(
+        "survivor_case_update", "sms", "en", variables(event_type=event_type, detail="detailed")
+    ).body
+    for value in ("not guilty", "no charge", "not upheld", "reduced", "quashed", "no_charge"):
+        assert value not in body.lower()
 
 
 # -- discreet by default (property) -----------------------------------------------------------

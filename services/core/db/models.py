@@ -239,6 +239,10 @@ class Notification(Base):
     due_by: Mapped[datetime | None] = mapped_column(nullable=True)
     supersedes_id: Mapped[str | None] = mapped_column(ForeignKey("notifications.id"), nullable=True)
     coalesce_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    # The survivor's held message this one is about (a tell-first, a supervisor alert).
+    related_id: Mapped[str | None] = mapped_column(ForeignKey("notifications.id"), nullable=True)
+    # "while_held": only sent if the related message is still held when this one falls due.
+    send_condition: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     queued_at: Mapped[datetime | None] = mapped_column(nullable=True)

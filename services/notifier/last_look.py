@@ -1,0 +1,117 @@
+"""The last look before a survivor's message goes: are their choices still the same?
+
+A message can wait hours or days (a safe window, a fallback), and a survivor can opt out, stop
+updates or lose a safe channel in between. Their current preferences win: a message that is no
+longer wanted or safe is suppressed, and, unless they simply chose fewer updates, their
+advocate gets a task to tell them in person, because a survivor who could not be reached is
+never left without a person (trauma-informed rules 1, 7 and 15).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core import audit
+from services.core.calendar import london_date
+from services.core.db import models as m
+from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
+from services.core.domain import notification_id
+from services.core.rendering import catalogue
+from services.core.states import Status
+
+ACTOR = "notifier"
+PASS_ON_TEMPLATE = "advocate_pass_on_update"
+
+
+async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: datetime) -> str | None:
+    """Why this survivor's message must not go now, or None if it still may."""
+    if row.recipient_role != "survivor" or row.survivor_id is None:
+        return None
+    pref = (await current_preferences(session, [row.survivor_id])).get(row.survivor_id)
+    if pref is None:
+        return "no_contact_preferences"
+    if pref.opted_out:
+        return "opted_out"
+    if pref.frequency == "none":
+        return "frequency_none"
+    today = london_date(now)
+    if row.channel == "sms":
+        review = pref.sms_safe_review_by
+        safe = bool(pref.phone) and pref.sms_safe and (review is None or review >= today)
+    elif row.channel == "email":
+        review = pref.email_safe_review_by
+        safe = bool(pref.email) and pref.email_safe and (review is None or review >= today)
+    else:
+        safe = False
+    return None if safe else "channel_no_longer_safe"
+
+
+async def hand_to_advocate(
+    session: AsyncSession, row: m.Notification, case: m.Case, reason: str, now: datetime
+) -> str | None:
+    """A task for the survivor's advocate (or the supervisor standing in) to tell them instead.
+
+    Its id is derived from the suppressed message, so doing this twice makes one task.
+    """
+    assert row.survivor_id is not None
+    advocate = (await current_advocates(session, [row.survivor_id], now)).get(row.survivor_id)
+    if advocate is None:
+        advocate = await stand_in_supervisor(session, case)
+    if advocate is None:
+        audit.record(
+            session,
+            at=now,
+            actor=ACTOR,
+            action="notification.unreachable",
+            case_id=row.case_id,
+            notification_id=row.id,
+            reason=reason,
+        )
+        return None
+    role = "supervisor" if advocate.role == "supervisor" else "advocate"
+    rule = f"{row.rule}.undeliverable"
+    task_id = notification_id(
+        row.event_source, row.event_id, f"{role}:{advocate.id}:for-survivor:{row.survivor_id}", rule
+    )
+    if await session.get(m.Notification, task_id) is not None:
+        return task_id
+    session.add(
+        m.Notification(
+            id=task_id,
+            case_event_id=row.case_event_id,
+            case_id=row.case_id,
+            event_source=row.event_source,
+            event_id=row.event_id,
+            recipient_role=role,
+            survivor_id=row.survivor_id,
+            advocate_id=advocate.id,
+            channel="email",
+            language="en",
+            detail="discreet",
+            template=PASS_ON_TEMPLATE,
+            template_version=catalogue()[PASS_ON_TEMPLATE].version,
+            rules_version=row.rules_version,
+            rule=rule,
+            status=Status.SCHEDULED.value,
+            status_reason=reason,
+            send_at=now,
+            due_by=row.due_by,
+            supersedes_id=row.id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="notification.handed_to_advocate",
+        case_id=row.case_id,
+        notification_id=task_id,
+        rule=rule,
+        supersedes=row.id,
+        reason=reason,
+    )
+    return task_id

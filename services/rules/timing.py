@@ -1,0 +1,104 @@
+"""When a message may go: safe windows, the end-of-week rule, fallbacks and half-window alerts.
+
+Pure functions of instants, preferences and the working-day calendar (no clock inside).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.core.calendar import LONDON, WorkingDayCalendar
+from services.core.domain import ContactPreference
+
+# Distressing news is not released after this time on the last working day before a weekend or
+# bank holiday, when support services are about to close (trauma-informed rule 3).
+END_OF_WEEK_CUTOFF = time(14, 0)
+FALLBACK_TIME = time(12, 0)  # on the deadline's day, London time, before support closes
+
+
+def zone(pref: ContactPreference | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(pref.timezone) if pref is not None else LONDON
+    except (ZoneInfoNotFoundError, ValueError):
+        return LONDON
+
+
+def in_window(local: time, start: time, end: time) -> bool:
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end  # a window across midnight
+
+
+def next_safe_time(at: datetime, pref: ContactPreference | None) -> datetime:
+    """`at` if it is inside the recipient's safe window, else when the window next opens."""
+    if pref is None:
+        start, end = time(9, 0), time(20, 0)
+    else:
+        start, end = pref.safe_window_start, pref.safe_window_end
+    tz = zone(pref)
+    local = at.astimezone(tz)
+    if in_window(local.time(), start, end):
+        return at
+    opening = datetime.combine(local.date(), start, tzinfo=tz)
+    if opening <= local:
+        opening = datetime.combine(local.date() + timedelta(days=1), start, tzinfo=tz)
+    return opening.astimezone(UTC)
+
+
+def half_window(clock_start: datetime, deadline: datetime, now: datetime) -> datetime:
+    """When the supervisor is alerted about held news: halfway to the deadline, or now if later."""
+    return max(now, clock_start + (deadline - clock_start) / 2)
+
+
+def _window_on(day_local: datetime, pref: ContactPreference | None) -> tuple[datetime, datetime]:
+    """The recipient's safe window on the local day of `day_local` (end may fall the next day)."""
+    start, end = (
+        (time(9, 0), time(20, 0))
+        if pref is None
+        else (pref.safe_window_start, pref.safe_window_end)
+    )
+    tz = day_local.tzinfo
+    opens = datetime.combine(day_local.date(), start, tzinfo=tz)
+    closes = datetime.combine(day_local.date(), end, tzinfo=tz)
+    if closes <= opens:
+        closes += timedelta(days=1)
+    return opens, closes
+
+
+def fallback_time(
+    deadline: datetime,
+    now: datetime,
+    pref: ContactPreference | None,
+    calendar: WorkingDayCalendar,
+) -> datetime:
+    """When a held survivor message goes if the advocate has not acted.
+
+    Noon London time on the deadline's day, moved into the survivor's safe window that day
+    (its start if it opens later, its last half hour if it closes earlier); never before now.
+    On the last working day before a break it stays before 14:00 where the window allows. The
+    deadline wins over the window (rule 14): a fallback is never after the deadline unless the
+    deadline has already passed, and then it goes at the next safe time.
+    """
+    if deadline <= now:
+        return next_safe_time(now, pref)
+    noon = datetime.combine(
+        deadline.astimezone(LONDON).date(), FALLBACK_TIME, tzinfo=LONDON
+    ).astimezone(UTC)
+    local_noon = noon.astimezone(zone(pref))
+    opens, closes = _window_on(local_noon, pref)
+    if next_safe_time(noon, pref) == noon:
+        candidate = noon
+    elif local_noon < opens:
+        candidate = opens.astimezone(UTC)
+    else:  # the window closed before noon: its last half hour
+        candidate = max(opens, closes - timedelta(minutes=30)).astimezone(UTC)
+    candidate = next_safe_time(max(candidate, now), pref)
+    local = candidate.astimezone(LONDON)
+    if calendar.is_last_working_day_before_break(local.date()) and (
+        local.time() >= END_OF_WEEK_CUTOFF
+    ):
+        earlier = datetime.combine(local.date(), time(13, 0), tzinfo=LONDON).astimezone(UTC)
+        if earlier >= now and next_safe_time(earlier, pref) == earlier:
+            candidate = earlier
+    return min(candidate, deadline)

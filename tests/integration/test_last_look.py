@@ -1,0 +1,107 @@
+"""A message that waits (for a safe window) is checked against the survivor's choices again when
+it goes: opting out or losing a safe channel in between stops it, and the advocate is told."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.cli import SERVICES
+from services.core.clock import write_clock_file
+from services.core.db import models as m
+from services.core.embedded_broker import EmbeddedBroker
+from services.core.runner import running_stack
+from tests.integration.test_pipeline import CE, crime_recorded, seed_team, wait_for_files
+
+EVENING = datetime(2026, 11, 18, 21, 0, tzinfo=UTC)  # Wednesday, after the 20:00 window closes
+NEXT_MORNING = datetime(2026, 11, 19, 9, 0, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"opted_out": True}, "opted_out"),
+        ({"sms_safe_review_by": date(2026, 11, 18)}, "channel_no_longer_safe"),
+    ],
+)
+async def test_a_waiting_message_respects_a_change_made_while_it_waited(
+    make_settings: Any,
+    database_url: str,
+    broker: EmbeddedBroker,
+    tmp_path: Path,
+    change: dict[str, Any],
+    reason: str,
+) -> None:
+    clock = tmp_path / "evening-clock"
+    write_clock_file(clock, EVENING)
+    settings = make_settings(
+        database_url=database_url, kafka_bootstrap=broker.bootstrap, clock_file=clock
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        await seed_team(stack)
+        event = crime_recorded(
+            "01AB1234524", "late1", when=datetime(2026, 11, 18, 20, 55, tzinfo=UTC)
+        )
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            assert (await client.post("/v1/events", json=event, headers=CE)).status_code == 202
+        outbox = settings.resolved_outbox_dir
+        first = await wait_for_files(outbox, 1)
+        assert [f["template"] for f in first] == ["advocate_new_referral"]  # the survivor waits
+        async with stack.runtime.sessions.begin() as session:
+            waiting = (
+                await session.scalars(
+                    select(m.Notification).where(m.Notification.recipient_role == "survivor")
+                )
+            ).one()
+            assert waiting.status == "scheduled"
+            current = (await session.scalars(select(m.ContactPreference))).one()
+            session.add(
+                m.ContactPreference(
+                    **{
+                        c.name: getattr(current, c.name)
+                        for c in m.ContactPreference.__table__.columns
+                        if c.name not in {"id", "version", "reason_code"}
+                    },
+                    version=2,
+                    reason_code="changed_by_survivor",
+                )
+            )
+            await session.flush()
+            latest = (
+                await session.scalars(
+                    select(m.ContactPreference).where(m.ContactPreference.version == 2)
+                )
+            ).one()
+            for key, value in change.items():
+                setattr(latest, key, value)
+        write_clock_file(clock, NEXT_MORNING)
+        files = await wait_for_files(outbox, 2)
+        async with stack.runtime.sessions() as session:
+            survivor_row = await session.get_one(m.Notification, waiting.id)
+            task = (
+                await session.scalars(
+                    select(m.Notification).where(m.Notification.supersedes_id == waiting.id)
+                )
+            ).one()
+            handed = (
+                await session.scalars(
+                    select(m.AuditEntry).where(
+                        m.AuditEntry.action == "notification.handed_to_advocate"
+                    )
+                )
+            ).one()
+    assert {f["recipient_role"] for f in files} == {"supervisor"}
+    assert sorted(f["template"] for f in files) == [
+        "advocate_new_referral",
+        "advocate_pass_on_update",
+    ]
+    assert survivor_row.status == "suppressed" and survivor_row.status_reason == reason
+    assert task.status == "delivered" and task.template == "advocate_pass_on_update"
+    assert handed.notification_id == task.id and handed.codes["reason"] == reason
+    pass_on = next(f for f in files if f["template"] == "advocate_pass_on_update")
+    assert reason.replace("_", " ") in pass_on["body"]
