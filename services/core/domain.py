@@ -146,6 +146,8 @@ class Decision:
     related_rule: str | None = None
     # "while_held": send only if that held message is still waiting when this one is due.
     condition: str | None = None
+    # A survivor message in this group replaces their unsent older ones of the same case.
+    coalesce_key: str | None = None
 
     @property
     def makes_notification(self) -> bool:

@@ -17,12 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, metrics
 from services.core.db import models as m
-from services.core.domain import Decision, EventFacts, EventStatus, Outcome, notification_id
+from services.core.domain import (
+    Decision,
+    EventFacts,
+    EventStatus,
+    Outcome,
+    Role,
+    notification_id,
+)
 from services.core.logs import get_logger
 from services.core.records import BadRecord, CaseEventRef
 from services.core.rendering import catalogue
 from services.core.runtime import Runtime
-from services.core.states import Status
+from services.core.states import Status, check_transition
 from services.rules.context import load_case_context
 from services.rules.engine import Engine, recipient_key
 
@@ -172,7 +179,10 @@ class RulesConsumer:
         if decision.makes_notification and decision.template is not None:
             nid = notification_id(row.source, row.event_id, recipient_key(decision), decision.rule)
             if await session.get(m.Notification, nid) is None:
-                session.add(self._notification(nid, row, case, decision, now))
+                replaced = await _supersede_older(session, row, case, decision, now)
+                notification = self._notification(nid, row, case, decision, now)
+                notification.supersedes_id = replaced
+                session.add(notification)
                 metrics.NOTIFICATIONS.labels(_initial_status(decision)).inc()
         session.add(
             m.DecisionRow(
@@ -239,11 +249,57 @@ class RulesConsumer:
             hold_reason=decision.hold_reason if decision.outcome is Outcome.HOLD else None,
             related_id=related,
             send_condition=decision.condition,
+            coalesce_key=decision.coalesce_key,
             send_at=decision.send_at,
             due_by=decision.due_by,
             created_at=now,
             updated_at=now,
         )
+
+
+async def _supersede_older(
+    session: AsyncSession, row: m.CaseEvent, case: m.Case, decision: Decision, now: datetime
+) -> str | None:
+    """Cancel the survivor's unsent messages of older events in the same coalesce group.
+
+    One update, not five (trauma-informed rule 11), and never a stale hearing date: the newest
+    event's message replaces them. Returns the id of the one it replaces most recently.
+    """
+    if decision.coalesce_key is None or decision.recipient.role is not Role.SURVIVOR:
+        return None
+    older = (
+        await session.scalars(
+            select(m.Notification)
+            .join(m.CaseEvent, m.CaseEvent.id == m.Notification.case_event_id)
+            .where(
+                m.Notification.case_id == case.id,
+                m.Notification.survivor_id == decision.survivor_id,
+                m.Notification.recipient_role == "survivor",
+                m.Notification.coalesce_key == decision.coalesce_key,
+                m.Notification.status.in_((Status.SCHEDULED.value, Status.HELD.value)),
+                m.Notification.case_event_id != row.id,
+                m.CaseEvent.event_time <= row.event_time,
+            )
+            .order_by(m.CaseEvent.event_time, m.Notification.created_at)
+            .with_for_update()
+        )
+    ).all()
+    for old in older:
+        old.status = check_transition(old.status, Status.CANCELLED)
+        old.status_reason = "superseded_by_newer_event"
+        old.updated_at = now
+        audit.record(
+            session,
+            at=now,
+            actor=ACTOR,
+            action="notification.superseded",
+            case_id=case.id,
+            case_event_id=row.id,
+            notification_id=old.id,
+            rule=old.rule,
+            coalesce_key=decision.coalesce_key,
+        )
+    return older[-1].id if older else None
 
 
 def _initial_status(decision: Decision) -> str:

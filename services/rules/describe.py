@@ -61,6 +61,7 @@ def summary(rules: RuleSet) -> list[dict[str, Any]]:
             "sensitivity": rule.sensitivity,
             "distressing_unless": {k: list(v) for k, v in rule.distressing_unless},
             "key_stage": rule.key_stage,
+            "coalesce": rule.coalesce,
             "deadline_wd": {"standard": rule.standard_wd, "enhanced": rule.enhanced_wd},
             "clock_from": rule.clock_from,
         }
@@ -94,16 +95,21 @@ def markdown(rules: RuleSet) -> str:
         "   09:00-20:00 in their timezone), unless that would miss the deadline.",
         "6. **End of week.** Held distressing news is not released after 14:00 on the last",
         "   working day before a weekend or bank holiday, where the deadline allows.",
+        "7. **One update, not five.** Events in the same group (below) replace the survivor's",
+        "   messages of older events in that group that have not gone yet: never a stale date.",
+        "8. **The last look.** When a message finally goes, the survivor's current choices are",
+        "   checked again; if they opted out or the channel is no longer safe it is stopped and",
+        "   the advocate gets a task to tell them instead.",
         "",
         "With no advocate, the team's supervisor stands in; with nobody at all, the decision is",
         "an escalation.",
         "",
-        "| event | Code duty | who is told | sensitivity | key stage | deadline |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| event | Code duty | who is told | sensitivity | key stage | group | deadline |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for rule in rules.events.values():
         lines.append(
             f"| `{rule.type}` | {rule.duty} | {_who(rule, rules)} | {_sensitivity(rule)} | "
-            f"{'yes' if rule.key_stage else 'no'} | {_deadline(rule)} |"
+            f"{'yes' if rule.key_stage else 'no'} | {rule.coalesce or '-'} | {_deadline(rule)} |"
         )
     return "\n".join(lines) + "\n"

@@ -118,6 +118,7 @@ class Engine:
                 "rule": name,
                 "survivor_id": person.id,
                 "language": language,
+                "coalesce_key": s.rule.coalesce,
             }
             fields.update(kw)
             return Decision(outcome, person, **fields)  # type: ignore[arg-type]

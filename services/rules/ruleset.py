@@ -42,6 +42,9 @@ class EventRule:
     # data field -> the values for which this event is NOT distressing. Any other value, or a
     # missing field, is distressing: an unexpected ending fails safe (advocate first).
     distressing_unless: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    # Events sharing a coalesce group replace each other's unsent survivor messages (a hearing
+    # moved again before the first message went out: never send stale news).
+    coalesce: str | None = None
 
     def is_distressing(self, data: dict[str, object]) -> bool:
         if self.sensitivity == "distressing":
@@ -125,7 +128,15 @@ def load_rules(path: Path | None = None) -> RuleSet:
             raise fail(key_node, f"{etype}: listed twice")
         fields = _fields(
             rule_node,
-            {"duty", "deadline", "notify", "sensitivity", "key_stage", "distressing_unless"},
+            {
+                "duty",
+                "deadline",
+                "notify",
+                "sensitivity",
+                "key_stage",
+                "distressing_unless",
+                "coalesce",
+            },
             etype,
             fail,
         )
@@ -192,6 +203,11 @@ def load_rules(path: Path | None = None) -> RuleSet:
             notify.append(
                 NotifyRule(id=rule_id, to=str(item["to"]), template=str(item["template"]))
             )
+        coalesce = _value(fields["coalesce"][1]) if "coalesce" in fields else None
+        if coalesce is not None and (
+            not isinstance(coalesce, str) or not coalesce.replace("_", "").isalpha()
+        ):
+            raise fail(fields["coalesce"][1], f"{etype}: coalesce must be a group name (a-z, _)")
         duty = _value(fields["duty"][1]) if "duty" in fields else ""
         events[etype] = EventRule(
             type=etype,
@@ -203,6 +219,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
             sensitivity=str(sensitivity),
             key_stage=key_stage,
             distressing_unless=tuple(unless),
+            coalesce=coalesce,
         )
     return RuleSet(version=version, events=events, distressing=distressing)
 

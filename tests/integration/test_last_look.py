@@ -105,3 +105,67 @@ async def test_a_waiting_message_respects_a_change_made_while_it_waited(
     assert handed.notification_id == task.id and handed.codes["reason"] == reason
     pass_on = next(f for f in files if f["template"] == "advocate_pass_on_update")
     assert reason.replace("_", " ") in pass_on["body"]
+
+
+async def test_a_newer_hearing_event_replaces_the_unsent_older_message(
+    make_settings: Any, database_url: str, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    clock = tmp_path / "evening-clock"
+    write_clock_file(clock, EVENING)
+    settings = make_settings(
+        database_url=database_url, kafka_bootstrap=broker.bootstrap, clock_file=clock
+    )
+
+    def court(event_id: str, etype: str, minute: int, data: dict[str, Any]) -> dict[str, Any]:
+        at = datetime(2026, 11, 18, 20, minute, tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        return {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "court/common-platform",
+            "type": etype,
+            "subject": "01AB1234524",
+            "time": at,
+            "agencyreceivedat": at,
+            "data": data,
+        }
+
+    hearing = {"kind": "trial", "date": "2027-03-08", "time": "10:00", "court": "Example Court"}
+    listed = court("h1", "court.hearing_scheduled", 30, {"hearing": hearing})
+    moved = court(
+        "h2",
+        "court.hearing_changed",
+        50,
+        {
+            "change": "relisted",
+            "previous_date": "2027-03-08",
+            "hearing": {**hearing, "date": "2027-04-12"},
+        },
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        await seed_team(stack)
+        recorded = crime_recorded("01AB1234524", "c1", when=datetime(2026, 11, 18, 10, tzinfo=UTC))
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            for event in (recorded, listed, moved):
+                assert (await client.post("/v1/events", json=event, headers=CE)).status_code == 202
+        outbox = settings.resolved_outbox_dir
+        await wait_for_files(outbox, 3)  # the advocate hears of each at once; the survivor waits
+        write_clock_file(clock, NEXT_MORNING)
+        files = await wait_for_files(outbox, 5)
+        async with stack.runtime.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(m.Notification).where(
+                        m.Notification.recipient_role == "survivor",
+                        m.Notification.coalesce_key == "hearing",
+                    )
+                )
+            ).all()
+    survivor_files = [f for f in files if f["recipient_role"] == "survivor"]
+    assert sorted(f["event_id"] for f in survivor_files) == ["c1", "h2"]  # never the stale date
+    by_event = {r.event_id: r for r in rows}
+    assert by_event["h1"].status == "cancelled"
+    assert by_event["h1"].status_reason == "superseded_by_newer_event"
+    assert (
+        by_event["h2"].status == "delivered" and by_event["h2"].supersedes_id == by_event["h1"].id
+    )
+    assert len([f for f in files if f["template"] == "advocate_case_update"]) == 2
