@@ -267,6 +267,54 @@ def rules_check(
     result({"version": rules.version, "event_types": len(rows), "rules": rows})
 
 
+@rules_app.command("explain")
+def rules_explain(
+    context: Path = typer.Option(..., "--context", help="A case context (JSON)."),
+    events: Path = typer.Option(..., "--events", help="Events to apply in order (JSON lines)."),
+    now: str | None = typer.Option(None, help="Decide every event at this instant (ISO 8601)."),
+    until: str | None = typer.Option(None, help="Advance the clock to here (ISO 8601)."),
+) -> None:
+    """A dry run: what the rules would decide for these events, one JSON object per line."""
+    from datetime import datetime
+
+    from services.core.calendar import load_calendar
+    from services.rules.engine import Engine
+    from services.rules.explain import ExplainError, explain, read_events
+    from services.rules.ruleset import RulesError, load_rules
+
+    settings = settings_or_exit()
+
+    def instant(name: str, value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--{name} is not an ISO 8601 instant")
+            raise AssertionError from None
+        if parsed.utcoffset() is None:
+            fail(f"--{name} needs a UTC offset (for example Z)")
+        return parsed
+
+    try:
+        engine = Engine(load_rules(settings.rules_file), load_calendar(settings.holidays_file))
+        context_obj = json.loads(context.read_text(encoding="utf-8"))
+        rows = explain(
+            engine,
+            context_obj,
+            read_events(events.read_text(encoding="utf-8")),
+            instant("now", now),
+            instant("until", until),
+        )
+    except (OSError, ValueError) as exc:  # RulesError, ExplainError, bad JSON: all name the problem
+        kind = "rules" if isinstance(exc, RulesError) else "input"
+        message = str(exc) if isinstance(exc, RulesError | ExplainError) else type(exc).__name__
+        fail(f"{kind} error: {message}")
+        return
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+
+
 @sms_app.command("inspect")
 def sms_inspect(text: str = typer.Argument(..., help="The message text.")) -> None:
     """How TEXT would be sent: encoding, characters, segments, the sanitised text."""

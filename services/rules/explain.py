@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 
-from services.core.cloudevents import InvalidEvent, schemas_dir, validate_event
+from services.core.cloudevents import FieldError, InvalidEvent, schemas_dir, validate_event
 from services.core.domain import (
     CaseContext,
     ContactPreference,
@@ -47,10 +47,11 @@ _LATE = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class ExplainError(ValueError):
-    """The context is not valid; `pointer` is the JSON Pointer of the first problem."""
+    """The context (or an argument) is not valid; `pointer` is the JSON Pointer into the context
+    of the first problem ("" for the whole document), None for an argument."""
 
-    def __init__(self, pointer: str, message: str) -> None:
-        super().__init__(f"context {pointer or '/'}: {message}")
+    def __init__(self, pointer: str | None, message: str) -> None:
+        super().__init__(message if pointer is None else f"context {pointer or '/'}: {message}")
         self.pointer = pointer
         self.problem = message
 
@@ -100,11 +101,15 @@ def _schema_problem(error: Any) -> tuple[str, str]:
     if keyword == "additionalProperties":
         extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
         return _join(pointer, extra[0]), "unexpected field"
+    if keyword == "type":
+        return pointer, "must be " + (
+            " or ".join(expected) if isinstance(expected, list) else expected
+        )
+    if keyword == "enum":
+        return pointer, "must be one of " + ", ".join(json.dumps(v) for v in expected)
     messages = {
-        "type": f"must be {' or '.join(expected) if isinstance(expected, list) else expected}",
-        "enum": "must be one of " + ", ".join(json.dumps(v) for v in expected),
-        "pattern": "must look like HH:MM" if expected.startswith("^([01]") else "bad shape",
-        "format": f"must be a {expected} (YYYY-MM-DD)" if expected == "date" else "bad format",
+        "pattern": "must be a time of day like 09:00 (HH:MM)",  # the only pattern: hhmm
+        "format": "must be a date like 2027-05-01 (YYYY-MM-DD)",  # the only format: date
         "minimum": f"must be at least {expected}",
         "minItems": f"must have at least {expected} item(s)",
         "maxItems": f"must have at most {expected} items",
@@ -204,14 +209,22 @@ def _z(instant: datetime | None) -> str | None:
 
 
 def _event_time(raw: object) -> datetime | None:
-    value = raw.get("time") if isinstance(raw, dict) else None
-    if not isinstance(value, str):
+    """When the hub would decide: the later of `time` and `agencyreceivedat` (it cannot decide
+    before the agency has the news)."""
+    if not isinstance(raw, dict):
         return None
-    try:
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.utcoffset() is not None else None
+    found: list[datetime] = []
+    for key in ("time", "agencyreceivedat"):
+        value = raw.get(key)
+        if not isinstance(value, str):
+            continue
+        try:
+            parsed = datetime.fromisoformat(value.upper())
+        except ValueError:
+            continue
+        if parsed.utcoffset() is not None:
+            found.append(parsed.astimezone(UTC))
+    return max(found) if found else None
 
 
 @dataclass
@@ -237,10 +250,8 @@ class _Run:
     def decide(self, facts: EventFacts, at: datetime) -> None:
         decisions = self.engine.decide(facts, self.context, at)
         if not decisions:
-            self.rows.append(_row(facts.event_id, facts.type, at, "no_decision", None, None, (
-                f"no rule for this event type in rules {self.engine.rules.version}: "
-                "nothing is sent"
-            )))
+            text = f"no rule for this event type in rules {self.engine.rules.version}: nothing sent"
+            self.rows.append(_row(facts.event_id, facts.type, at, "no_decision", None, None, text))
         for d in decisions:
             nid = None
             text = _decision_text(d, at)
@@ -315,12 +326,13 @@ def explain(
 
     Each event is decided at its own `time`, or at `now` when given. Before each event, and at
     the end up to `until` (else up to the last decision), the time-driven steps that fall due
-    happen in time order. An invalid event gives one `{"event", "error"}` row and is skipped.
+    happen in time order. An invalid event gives one `{"event", "error"}` row and is skipped
+    (it does not move the simulated time either).
     Raises `ExplainError` for an invalid context or a naive `now`/`until`.
     """
     for name, value in (("now", now), ("until", until)):
         if value is not None and value.utcoffset() is None:
-            raise ExplainError("", f"{name} must be timezone-aware")
+            raise ExplainError(None, f"{name} must be timezone-aware")
     run = _Run(engine, load_context(context_obj))
     last: datetime | None = None
     for raw in events:
@@ -328,22 +340,27 @@ def explain(
             error = {"pointer": "", "message": f"line {raw.line} is not valid JSON"}
             run.rows.append({"event": None, "error": [error]})
             continue
-        at = now or _event_time(raw)
+        at = now if now is not None else _event_time(raw)
         try:
             event = validate_event(raw, now=at or _LATE)
             if event.subject != run.context.urn:
-                raise InvalidEvent([_subject_error()])
+                raise InvalidEvent([FieldError("/subject", "is not the case of the context")])
         except InvalidEvent as exc:
             event_id = raw.get("id") if isinstance(raw, dict) else None
             errors = [{"pointer": e.pointer, "message": e.message} for e in exc.errors]
             run.rows.append({"event": event_id, "error": errors})
             continue
-        at = now or event.time
+        at = now if now is not None else max(event.time, event.agencyreceivedat or event.time)
         run.advance(at)
         facts = EventFacts(
-            event.source, event.id, event.type, event.subject, event.time,
-            event.agencyreceivedat, event.data,
-        )  # fmt: skip
+            source=event.source,
+            event_id=event.id,
+            type=event.type,
+            urn=event.subject,
+            time=event.time,
+            agency_received_at=event.agencyreceivedat,
+            data=event.data,
+        )
         try:
             run.decide(facts, at)
         except Exception as exc:  # noqa: BLE001 - as the consumer: one bad event, not the run
@@ -351,16 +368,10 @@ def explain(
             run.rows.append({"event": event.id, "error": [error]})
             continue
         last = at
-    end = until or last
+    end = until if until is not None else last
     if end is not None:
         run.advance(end)
     return run.rows
-
-
-def _subject_error() -> Any:
-    from services.core.cloudevents import FieldError
-
-    return FieldError("/subject", "is not the case of the context")
 
 
 # --- plain English -------------------------------------------------------------------------------
@@ -371,7 +382,7 @@ _SUPPRESSED = {
     "frequency_none": "the survivor chose to get no updates",
     "not_a_key_stage": "the survivor chose key stages only, and this is not one",
 }
-_TASKS = {
+_REASONS = {
     "pass_on": "no message is set for this event",
     "opted_out": "the survivor opted out, so what the law still requires goes through a person",
     "no_safe_channel": "no channel is recorded as safe for the survivor",
@@ -406,19 +417,22 @@ def _decision_text(d: Decision, at: datetime) -> str:
             "if the survivor's message is still held then"
         )
     if d.outcome is Outcome.TASK:
-        reason = _TASKS.get(str(d.hold_reason), str(d.hold_reason))
-        return f"{reason}: {who} gets a task {by} {when} to pass it on, due by {due}"
+        reason = _REASONS.get(str(d.hold_reason), str(d.hold_reason))
+        task = (
+            "to pass it on" if d.hold_reason in ("pass_on", "opted_out") else "to find a safe way"
+        )
+        return f"{reason}: {who} gets a task {by} {when} {task}, due by {due}"
     if d.outcome is Outcome.HOLD and d.hold_reason == "advocate_first":
         return (
             "held for the advocate to tell them first (distressing news); goes by itself "
             f"{by} at {send} if nobody has"
         )
     if d.outcome is Outcome.HOLD:
-        reason = _TASKS.get(str(d.hold_reason), str(d.hold_reason))
-        return f"held: {reason}; the advocate is asked to find a safe way"
+        reason = _REASONS.get(str(d.hold_reason), str(d.hold_reason))
+        return f"held: {reason}; the advocate is asked to find a safe way to reach them"
     if d.recipient.role is not Role.SURVIVOR:
         if d.related_rule is not None:
-            return f"{who} is told first, {by} {when}, and asked to tell the survivor in person"
+            return f"{who} is told first, {by} {when}, and asked to tell the survivor (distressing)"
         return f"{who} is told {by} {when}"
     if d.hold_reason == "deadline_before_safe_window":
         return f"goes {by} now, outside the safe window: waiting would miss the deadline ({due})"

@@ -48,7 +48,8 @@ def next_safe_time(at: datetime, pref: ContactPreference | None) -> datetime:
 
 def half_window(clock_start: datetime, deadline: datetime, now: datetime) -> datetime:
     """When the supervisor is alerted about held news: halfway to the deadline, or now if later."""
-    return max(now, clock_start + (deadline - clock_start) / 2)
+    halfway = clock_start + (deadline - clock_start) / 2
+    return max(now, halfway.replace(microsecond=0))
 
 
 def _window_on(day_local: datetime, pref: ContactPreference | None) -> tuple[datetime, datetime]:

@@ -153,3 +153,34 @@ def test_sms_inspect_prints_one_json_object(tmp_path: Path) -> None:
         "sanitised": "Shwmae Siân, it's ŵ",
         "non_gsm": ["â", "ŵ"],
     }
+
+
+def test_rules_explain_prints_one_json_object_per_decision(tmp_path: Path) -> None:
+    examples = REPO / "schemas" / "examples"
+    args = ["rules", "explain", "--context", str(examples / "rules-context.json")]
+    args += ["--events", str(examples / "rules-events.jsonl"), "--until", "2026-11-20T00:00:00Z"]
+    done = carehub(args, base_env(), tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert rows[-1]["outcome"] == "fallback_released"
+    assert rows[-1]["at"] == "2026-11-19T12:00:00Z"
+    assert all(row["rule"].startswith("vc2021.2:") for row in rows)
+
+    broken = tmp_path / "context.json"
+    context = json.loads((examples / "rules-context.json").read_text())
+    del context["survivors"][0]["channels"]
+    broken.write_text(json.dumps(context))
+    failed = carehub(
+        [
+            "rules",
+            "explain",
+            "--context",
+            str(broken),
+            "--events",
+            str(examples / "rules-events.jsonl"),
+        ],
+        base_env(),
+        tmp_path,
+    )
+    assert failed.returncode == 2
+    assert "/survivors/0" in failed.stderr

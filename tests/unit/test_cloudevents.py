@@ -30,7 +30,8 @@ from services.core.cloudevents import (
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
-EXAMPLES = sorted((SCHEMAS / "examples").glob("*.json"))
+# Event examples are named <type>.json; other examples (a rules context) are not events.
+EXAMPLES = sorted((SCHEMAS / "examples").glob("*.*.json"))
 SCHEMA_FILES = sorted(SCHEMAS.glob("*.schema.json")) + sorted(
     (SCHEMAS / "data").glob("*.schema.json")
 )

@@ -811,7 +811,7 @@ def test_police_nfa_on_a_friday_afternoon_is_held_until_monday_noon() -> None:
     assert held.due_by == datetime(2026, 11, 23, 23, 59, 59, tzinfo=UTC)
     assert held.send_at == datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     alert = only(decisions, Outcome.TASK, Role.SUPERVISOR)
-    assert alert.send_at == FRIDAY_EVENT + (held.due_by - FRIDAY_EVENT) / 2
+    assert alert.send_at == (FRIDAY_EVENT + (held.due_by - FRIDAY_EVENT) / 2).replace(microsecond=0)
 
 
 def test_distressing_news_on_christmas_eve_is_held_until_the_next_working_day() -> None:
