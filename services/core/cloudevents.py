@@ -100,7 +100,10 @@ def _parse_rfc3339(value: str) -> datetime:
     # RFC 3339 allows a leap second (:60); datetime does not, so count it as the second before.
     if text[17:19] == "60":
         text = text[:17] + "59" + text[19:]
-    return datetime.fromisoformat(text).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset: before the first representable instant
+        raise ValueError("date-time out of range") from None
 
 
 _FORMAT_CHECKER = FormatChecker(formats=())

@@ -17,12 +17,21 @@ def _text(value: object) -> str:
     return value
 
 
-def _load(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
+# Ids are BIGINT on PostgreSQL: a larger one would fail in the database and rewind the batch
+# forever, so it is refused here like any other malformed record.
+MAX_ID = 2**63 - 1
+
+
+def _load(raw: object) -> dict[str, Any]:
+    """The record as a JSON object. FastStream may already have decoded the body (to a dict,
+    or to a list, a number or None); anything but an object is refused, never raised."""
     if isinstance(raw, dict):
         return raw
+    if not isinstance(raw, bytes | bytearray | str):
+        raise BadRecord("record is not a JSON object")
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRecord("record is not JSON") from None
     if not isinstance(value, dict):
         raise BadRecord("record is not a JSON object")
@@ -43,11 +52,14 @@ class CaseEventRef:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls, raw: bytes | str | dict[str, Any]) -> CaseEventRef:
+    def decode(cls, raw: object) -> CaseEventRef:
         value = _load(raw)
+        raw_id = value.get("case_event_id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, int) or not 0 < raw_id <= MAX_ID:
+            raise BadRecord("case-events record has no valid case_event_id")
         try:
             return cls(
-                case_event_id=int(value["case_event_id"]),
+                case_event_id=raw_id,
                 source=_text(value["source"]),
                 id=_text(value["id"]),
                 type=_text(value["type"]),
@@ -70,7 +82,7 @@ class NotificationDue:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls, raw: bytes | str | dict[str, Any]) -> NotificationDue:
+    def decode(cls, raw: object) -> NotificationDue:
         value = _load(raw)
         try:
             return cls(

@@ -1,15 +1,15 @@
 """Handing recorded events to the broker after their transaction has committed.
 
-If publishing fails the row keeps `published_at IS NULL` and the dispatcher's sweep re-drives
-it: the database is the truth, the broker only carries work.
+An event row is marked `published_at` in the transaction that records it; if publishing then
+fails, the dispatcher's re-drive publishes it again once that mark is older than
+`CAREHUB_REDRIVE_AFTER_S` and the event is still unprocessed: the database is the truth, the
+broker only carries work.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-
-from sqlalchemy import update
 
 from services.core.db import models as m
 from services.core.logs import get_logger
@@ -26,15 +26,8 @@ async def publish_events(rt: Runtime, refs: Sequence[CaseEventRef]) -> None:
     try:
         for ref in refs:
             await rt.broker.publish(ref.encode(), CASE_EVENTS.name, key=ref.subject.encode())
-    except Exception as exc:  # noqa: BLE001 - the sweep re-drives what was not published
+    except Exception as exc:  # noqa: BLE001 - the re-drive publishes what was not published
         log.warning("event.publish_failed", count=len(refs), error=type(exc).__name__)
-        return
-    async with rt.sessions.begin() as session:
-        await session.execute(
-            update(m.CaseEvent)
-            .where(m.CaseEvent.id.in_([r.case_event_id for r in refs]))
-            .values(published_at=rt.clock.now())
-        )
 
 
 async def publish_rejections(rt: Runtime, rejected_ids: Sequence[int]) -> None:

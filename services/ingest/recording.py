@@ -27,6 +27,7 @@ from services.core.db import models as m
 from services.core.domain import EventStatus
 
 ACTOR = "ingest"
+POLICE_SAFETY_CHECK_VALID = timedelta(days=28)
 
 # Victims of these are entitled to enhanced rights (victims-code.md, "Enhanced rights").
 MOST_SERIOUS = frozenset(
@@ -204,6 +205,10 @@ def _new_row(event: CanonicalEvent, digest: str, now: datetime) -> m.CaseEvent:
         payload=event.raw,
         payload_hash=digest,
         status=EventStatus.PENDING,
+        # Marked in the recording transaction, published right after it commits: a second
+        # transaction to mark it would lock the row just as the rules consumer claims it. If
+        # the publish fails, the re-drive republishes it once `published_at` is old enough.
+        published_at=now,
     )
 
 
@@ -258,6 +263,7 @@ async def _record_party(
     has_version = await session.scalar(
         select(func.count()).where(m.ContactPreference.survivor_id == survivor.id)
     )
+    review_by = (now + POLICE_SAFETY_CHECK_VALID).date()
     if contact and not has_version:
         # What the police recorded is the starting point; the advocate's word replaces it.
         session.add(
@@ -271,6 +277,10 @@ async def _record_party(
                 email=contact.get("email"),
                 sms_safe=bool(contact.get("safe_to_text")),
                 email_safe=bool(contact.get("safe_to_email")),
+                # A safety check recorded by the police at the report is only a starting point:
+                # it lapses unless the advocate confirms it with the survivor (rule 1).
+                sms_safe_review_by=review_by,
+                email_safe_review_by=review_by,
                 language=contact.get("language") or "en",
                 timezone=contact.get("timezone") or "Europe/London",
             )

@@ -197,6 +197,9 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
         except (Undeliverable, TemplateError) as exc:
             code = exc.code if isinstance(exc, Undeliverable) else "template_error"
             _finish(session, row, Status.FAILED, now, code)
+            if row.recipient_role == "survivor":
+                # A survivor who could not be reached is never left without a person.
+                await hand_to_advocate(session, row, case, code, now)
             return None
         row.status = check_transition(row.status, Status.SENDING)
         row.attempts += 1
@@ -314,6 +317,9 @@ async def _record_result(
             _finish(session, row, Status.DELIVERED if result.delivered else Status.SENT, now, None)
         elif permanent:
             _finish(session, row, Status.FAILED, now, failure)
+            if row.recipient_role == "survivor":
+                case = await session.get_one(m.Case, row.case_id)
+                await hand_to_advocate(session, row, case, failure or "failed", now)
         else:
             # A temporary failure leaves it `sending`; the notifier issue adds retries with
             # back-off. The re-drive will not pick it up, so record why it waits.

@@ -18,11 +18,13 @@ from services.core.calendar import london_date
 from services.core.db import models as m
 from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
 from services.core.domain import notification_id
+from services.core.logs import get_logger
 from services.core.rendering import catalogue
 from services.core.states import Status
 
 ACTOR = "notifier"
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
+log = get_logger(ACTOR)
 
 
 async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: datetime) -> str | None:
@@ -113,5 +115,8 @@ async def hand_to_advocate(
         rule=rule,
         supersedes=row.id,
         reason=reason,
+    )
+    log.info(
+        "notification.handed_to_advocate", notification_id=task_id, supersedes=row.id, reason=reason
     )
     return task_id

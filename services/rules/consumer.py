@@ -217,6 +217,14 @@ class RulesConsumer:
             hold_reason=decision.hold_reason,
         )
         metrics.DECISIONS.labels(decision.outcome.value).inc()
+        if decision.outcome is Outcome.ESCALATE:
+            # Nobody (no advocate, no supervisor) can act on this: operations must know now.
+            log.warning(
+                "decision.escalated",
+                case_event_id=row.id,
+                rule=decision.rule,
+                reason=decision.hold_reason,
+            )
 
     def _notification(
         self, nid: str, row: m.CaseEvent, case: m.Case, decision: Decision, now: datetime

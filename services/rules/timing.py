@@ -15,6 +15,9 @@ from services.core.domain import ContactPreference
 # bank holiday, when support services are about to close (trauma-informed rule 3).
 END_OF_WEEK_CUTOFF = time(14, 0)
 FALLBACK_TIME = time(12, 0)  # on the deadline's day, London time, before support closes
+# When distressing news arrives after its deadline, the advocate still gets this long to tell
+# the survivor first: the deadline is lost already, the chance to tell them kindly is not.
+LATE_GRACE = timedelta(hours=4)
 
 
 def zone(pref: ContactPreference | None) -> ZoneInfo:
@@ -82,7 +85,7 @@ def fallback_time(
     deadline has already passed, and then it goes at the next safe time.
     """
     if deadline <= now:
-        return next_safe_time(now, pref)
+        return _late_fallback(now, pref, calendar)
     noon = datetime.combine(
         deadline.astimezone(LONDON).date(), FALLBACK_TIME, tzinfo=LONDON
     ).astimezone(UTC)
@@ -103,3 +106,23 @@ def fallback_time(
         if earlier >= now and next_safe_time(earlier, pref) == earlier:
             candidate = earlier
     return min(candidate, deadline)
+
+
+def _late_fallback(
+    now: datetime, pref: ContactPreference | None, calendar: WorkingDayCalendar
+) -> datetime:
+    """For news already past its deadline: a few hours for the advocate, a safe time, and not
+    after 14:00 before a weekend or bank holiday (no deadline is left to win over that)."""
+    candidate = next_safe_time(now + LATE_GRACE, pref)
+    for _ in range(14):  # a fortnight of closed days is more than any calendar has
+        local = candidate.astimezone(LONDON)
+        day = local.date()
+        late_before_break = (
+            calendar.is_last_working_day_before_break(day) and local.time() >= END_OF_WEEK_CUTOFF
+        )
+        if calendar.is_working_day(day) and not late_before_break:
+            return candidate
+        next_day = calendar.next_working_day(day)
+        morning = datetime.combine(next_day, time(10, 0), tzinfo=LONDON).astimezone(UTC)
+        candidate = next_safe_time(morning, pref)
+    return candidate

@@ -60,6 +60,8 @@ async def test_accepted_event_is_recorded_and_a_reference_published(ingest_stack
     assert row.published_at is not None and row.processed_at is None
     assert len(row.payload_hash) == 64
     assert pref.phone == SECRET_PHONE and pref.sms_safe and pref.version == 1
+    # The police's safety check lapses unless the advocate confirms it (rule 1).
+    assert pref.sms_safe_review_by == (CLOCK_T0 + timedelta(days=28)).date()
     assert case.enhanced_rights and "most_serious_crime" in case.enhanced_reasons
 
 

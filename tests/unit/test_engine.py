@@ -587,7 +587,6 @@ DOCUMENTED_DISTRESSING_VALUES = {
     "court.verdict": ("not_guilty", "mixed"),
     "police.vrr_outcome": ("not_upheld",),
     "cps.vrr_outcome": ("not_upheld",),
-    "court.appeal": ("sentence_reduced", "conviction_quashed"),
 }
 
 
@@ -746,15 +745,15 @@ def test_distressing_news_for_an_email_only_survivor_is_held_on_email(
         ("cps.vrr_outcome", {"outcome": "upheld"}, False),
         ("court.appeal", {"outcome": "sentence_reduced"}, True),
         ("court.appeal", {"outcome": "conviction_quashed"}, True),
-        ("court.appeal", {"outcome": "dismissed"}, False),
-        ("court.appeal", {"outcome": "sentence_increased"}, False),
+        # Every appeal goes through the advocate: good news depends on who appealed.
+        ("court.appeal", {"outcome": "dismissed"}, True),
+        ("court.appeal", {"outcome": "sentence_increased"}, True),
         # Unexpected or missing endings fail safe: the advocate first.
         ("court.verdict", {}, True),
         ("court.verdict", {"verdict": "Not Guilty"}, True),
         ("cps.charging_decision", {}, True),
         ("police.vrr_outcome", {}, True),
-        # An appeal with no outcome yet is news (permission, dates), not an ending.
-        ("court.appeal", {}, False),
+        ("court.appeal", {}, True),
     ],
 )
 def test_a_conditional_outcome_switches_on_its_data(

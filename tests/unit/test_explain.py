@@ -232,17 +232,17 @@ def test_with_now_an_event_after_now_is_in_the_future() -> None:
     }
 
 
-def test_late_news_releases_the_fallback_before_the_alert_which_is_then_cancelled() -> None:
+def test_late_news_alerts_the_supervisor_at_once_and_gives_the_advocate_time() -> None:
     now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)  # Friday: Thursday's deadline has passed
     rows = run(evs=events()[2:], now=now, until=now + timedelta(hours=1))
     held = only(rows, outcome="hold")
     alert = only(rows, outcome="task")
-    assert held["send_at"] == alert["send_at"] == "2026-11-20T10:00:00Z"
-    outcomes = [r["outcome"] for r in rows]
-    assert outcomes.index("fallback_released") < outcomes.index("cancelled")
-    cancelled = only(rows, outcome="cancelled")
-    assert cancelled["recipient"] == {"role": "supervisor", "id": SUPERVISOR}
-    assert "moved on" in cancelled["explanation"]
+    assert alert["send_at"] == "2026-11-20T10:00:00Z"
+    # Not the same moment as the advocate, and not after 14:00 before the weekend: Monday.
+    assert held["send_at"] == "2026-11-23T10:00:00Z"
+    sent = [r for r in rows if r["outcome"] == "sent" and r["recipient"]["role"] == "supervisor"]
+    assert sent and sent[0]["at"] == "2026-11-20T10:00:00Z"
+    assert not [r for r in rows if r["outcome"] in ("fallback_released", "cancelled")]
 
 
 # --- the context ---------------------------------------------------------------------------------

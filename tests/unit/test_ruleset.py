@@ -151,6 +151,8 @@ ALWAYS_DISTRESSING = frozenset(
         "cps.case_discontinued",
         "probation.release_planned",
         "probation.released",
+        # Whether an appeal outcome is good news depends on who appealed: always advocate first.
+        "court.appeal",
     }
 )
 # ...and, depending on the data: CPS no charge, not-guilty or mixed verdicts, a review not upheld,
@@ -163,7 +165,6 @@ CONDITIONAL = frozenset(
         "court.verdict",
         "police.vrr_outcome",
         "cps.vrr_outcome",
-        "court.appeal",
     }
 )
 DISTRESSING_DATA = [
@@ -190,10 +191,6 @@ ROUTINE_DATA = [
     ("court.verdict", {"verdict": "guilty"}),
     ("police.vrr_outcome", {"outcome": "upheld"}),
     ("cps.vrr_outcome", {"outcome": "upheld"}),
-    ("court.appeal", {"outcome": "dismissed"}),
-    ("court.appeal", {"outcome": "sentence_increased"}),
-    # An appeal with no outcome yet (permission, dates) is news, not an ending.
-    ("court.appeal", {}),
 ]
 # What a survivor who chose "key stages only" is not told about.
 NOT_KEY_STAGES = frozenset(

@@ -20,6 +20,7 @@ from services.core.domain import ContactPreference
 from services.rules.timing import (
     END_OF_WEEK_CUTOFF,
     FALLBACK_TIME,
+    LATE_GRACE,
     fallback_time,
     half_window,
     in_window,
@@ -414,10 +415,17 @@ def test_a_night_window_on_the_deadline_day_is_used_in_the_evening() -> None:
     assert result == utc(2026, 11, 24, 21, 0)
 
 
-def test_a_fallback_for_a_deadline_already_passed_is_not_in_the_past() -> None:
+def test_a_fallback_for_a_deadline_already_passed_still_gives_the_advocate_time() -> None:
     deadline = end_of_london_day(date(2026, 11, 24))
     now = utc(2026, 11, 25, 10, 0)
-    assert fallback_time(deadline, now, pref(), CALENDAR) == now
+    # Late already: the advocate still gets a few hours to tell them first.
+    assert fallback_time(deadline, now, pref(), CALENDAR) == utc(2026, 11, 25, 14, 0)
+
+
+def test_late_news_on_a_friday_afternoon_waits_for_monday_morning() -> None:
+    deadline = end_of_london_day(date(2026, 11, 19))
+    now = utc(2026, 11, 20, 11, 0)  # Friday: 15:00 would be after the end-of-week cut-off
+    assert fallback_time(deadline, now, pref(), CALENDAR) == utc(2026, 11, 23, 10, 0)
 
 
 def test_a_fallback_for_a_deadline_already_passed_waits_for_the_window() -> None:
@@ -461,8 +469,9 @@ def test_the_fallback_is_between_now_and_the_deadline_and_not_before_noon_of_the
         return in_window(instant.astimezone(ZoneInfo(tz)).time(), *window)
 
     if now >= deadline:
-        # Already late: at the next safe time.
-        assert result == next_safe_time(now, chosen)
+        # Already late: a safe time on a working day, hours after now (the advocate's turn).
+        assert result >= now + LATE_GRACE and safe(result)
+        assert CALENDAR.is_working_day(result.astimezone(LONDON).date())
         return
     assert now <= result <= deadline
     # The advocate has until noon of the deadline day to tell the survivor first, unless noon
