@@ -31,7 +31,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.HELD: frozenset({S.SCHEDULED, S.CANCELLED, S.EXPIRED, S.TOLD_IN_PERSON, S.SUPPRESSED}),
     S.SCHEDULED: frozenset({S.QUEUED, S.HELD, S.CANCELLED, S.SUPPRESSED, S.EXPIRED}),
     # queued -> queued: the dispatcher re-drives a notification the broker never delivered.
-    S.QUEUED: frozenset({S.QUEUED, S.SENDING, S.CANCELLED, S.SUPPRESSED}),
+    # queued -> scheduled: the notifier's last look puts off a message a backlog delayed into
+    # the survivor's quiet hours.
+    S.QUEUED: frozenset({S.QUEUED, S.SCHEDULED, S.SENDING, S.CANCELLED, S.SUPPRESSED}),
     # sending -> sending: a notifier that crashed mid-send tries again after asking the channel.
     S.SENDING: frozenset({S.SENDING, S.SENT, S.DELIVERED, S.FAILED, S.UNKNOWN}),
     S.SENT: frozenset({S.DELIVERED, S.FAILED}),

@@ -33,7 +33,7 @@ from services.notifier.channels.base import (
     SendResult,
     TemporaryFailure,
 )
-from services.notifier.last_look import hand_to_advocate, no_longer_wanted
+from services.notifier.last_look import hand_to_advocate, no_longer_wanted, put_off_until
 
 ACTOR = "notifier"
 LONDON = ZoneInfo("Europe/London")
@@ -188,6 +188,21 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
                 _finish(session, row, Status.SUPPRESSED, now, reason)
                 if reason != "frequency_none":
                     await hand_to_advocate(session, row, case, reason, now)
+                return None
+            later = await put_off_until(session, row, now)
+            if later is not None:
+                row.status = check_transition(row.status, Status.SCHEDULED)
+                row.send_at, row.updated_at = later, now
+                audit.record(
+                    session,
+                    at=now,
+                    actor=ACTOR,
+                    action="notification.put_off",
+                    case_id=row.case_id,
+                    notification_id=row.id,
+                    reason="outside_safe_window",
+                )
+                log.info("notification.put_off", notification_id=row.id, until=later.isoformat())
                 return None
         try:
             if row.channel is None:

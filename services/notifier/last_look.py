@@ -20,6 +20,7 @@ from services.core.db.queries import current_advocates, current_preferences, sta
 from services.core.domain import notification_id
 from services.core.logs import get_logger
 from services.core.rendering import catalogue
+from services.core.safe_window import next_safe_instant, zone_named
 from services.core.states import Status
 
 ACTOR = "notifier"
@@ -48,6 +49,25 @@ async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: date
     else:
         safe = False
     return None if safe else "channel_no_longer_safe"
+
+
+async def put_off_until(
+    session: AsyncSession, row: m.Notification, now: datetime
+) -> datetime | None:
+    """When a survivor's message should go instead of now, if now is outside their safe window
+    (a backlog or an outage delayed it into the night); None to send it now. The deadline still
+    wins: a message that would miss it by waiting goes now (rule 14)."""
+    if row.recipient_role != "survivor" or row.survivor_id is None:
+        return None
+    pref = (await current_preferences(session, [row.survivor_id])).get(row.survivor_id)
+    if pref is None:
+        return None
+    later = next_safe_instant(
+        now, pref.safe_window_start, pref.safe_window_end, zone_named(pref.timezone)
+    )
+    if later == now or (row.due_by is not None and now <= row.due_by < later):
+        return None
+    return later
 
 
 async def hand_to_advocate(

@@ -6,10 +6,12 @@ Pure functions of instants, preferences and the working-day calendar (no clock i
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from services.core.calendar import LONDON, WorkingDayCalendar
 from services.core.domain import ContactPreference
+from services.core.safe_window import DEFAULT_WINDOW, next_safe_instant, zone_named
+from services.core.safe_window import in_window as in_window
 
 # Distressing news is not released after this time on the last working day before a weekend or
 # bank holiday, when support services are about to close (trauma-informed rule 3).
@@ -21,32 +23,16 @@ LATE_GRACE = timedelta(hours=4)
 
 
 def zone(pref: ContactPreference | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(pref.timezone) if pref is not None else LONDON
-    except (ZoneInfoNotFoundError, ValueError):
-        return LONDON
-
-
-def in_window(local: time, start: time, end: time) -> bool:
-    if start <= end:
-        return start <= local < end
-    return local >= start or local < end  # a window across midnight
+    return zone_named(pref.timezone if pref is not None else None)
 
 
 def next_safe_time(at: datetime, pref: ContactPreference | None) -> datetime:
     """`at` if it is inside the recipient's safe window, else when the window next opens."""
     if pref is None:
-        start, end = time(9, 0), time(20, 0)
+        start, end = DEFAULT_WINDOW
     else:
         start, end = pref.safe_window_start, pref.safe_window_end
-    tz = zone(pref)
-    local = at.astimezone(tz)
-    if in_window(local.time(), start, end):
-        return at
-    opening = datetime.combine(local.date(), start, tzinfo=tz)
-    if opening <= local:
-        opening = datetime.combine(local.date() + timedelta(days=1), start, tzinfo=tz)
-    return opening.astimezone(UTC)
+    return next_safe_instant(at, start, end, zone(pref))
 
 
 def half_window(clock_start: datetime, deadline: datetime, now: datetime) -> datetime:

@@ -3,6 +3,7 @@ it goes: opting out or losing a safe channel in between stops it, and the advoca
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,68 @@ async def test_a_newer_hearing_event_replaces_the_unsent_older_message(
         by_event["h2"].status == "delivered" and by_event["h2"].supersedes_id == by_event["h1"].id
     )
     assert len([f for f in files if f["template"] == "advocate_case_update"]) == 2
+
+
+async def test_a_message_delayed_into_the_night_is_put_off_to_the_morning(
+    make_settings: Any, database_url: str, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A backlog or an outage released it late: the last look keeps it out of quiet hours."""
+    clock = tmp_path / "clock"
+    daytime = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)
+    write_clock_file(clock, daytime)
+    settings = make_settings(
+        database_url=database_url, kafka_bootstrap=broker.bootstrap, clock_file=clock
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        await seed_team(stack)
+        event = crime_recorded("01AB1234524", "d1", when=datetime(2026, 11, 18, 10, tzinfo=UTC))
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            assert (await client.post("/v1/events", json=event, headers=CE)).status_code == 202
+        outbox = settings.resolved_outbox_dir
+        await wait_for_files(outbox, 2)
+        night = datetime(2026, 11, 18, 23, 30, tzinfo=UTC)
+        write_clock_file(clock, night)
+        late_id = "00000000-0000-5000-8000-0000000000aa"
+        async with stack.runtime.sessions.begin() as session:
+            sent = (
+                await session.scalars(
+                    select(m.Notification).where(m.Notification.recipient_role == "survivor")
+                )
+            ).one()
+            skip = {
+                "id",
+                "status",
+                "send_at",
+                "informed_at",
+                "sent_at",
+                "queued_at",
+                "rule",
+                "due_by",
+            }
+            session.add(
+                m.Notification(
+                    **{
+                        c.name: getattr(sent, c.name)
+                        for c in m.Notification.__table__.columns
+                        if c.name not in skip
+                    },
+                    id=late_id,
+                    rule=f"{sent.rule}.late-copy",
+                    status="scheduled",
+                    send_at=datetime(2026, 11, 18, 19, 0, tzinfo=UTC),
+                    due_by=datetime(2026, 11, 20, 23, 59, 59, tzinfo=UTC),
+                )
+            )
+        for _ in range(100):
+            async with stack.runtime.sessions() as session:
+                row = await session.get_one(m.Notification, late_id)
+            if row.status == "scheduled" and row.send_at is not None and row.send_at > night:
+                break
+            await asyncio.sleep(0.1)
+        assert row.status == "scheduled"
+        assert row.send_at == datetime(2026, 11, 19, 9, 0, tzinfo=UTC)
+        assert not (outbox / f"{late_id}.json").exists()
+        write_clock_file(clock, datetime(2026, 11, 19, 9, 0, 5, tzinfo=UTC))
+        await wait_for_files(outbox, 3)
+        async with stack.runtime.sessions() as session:
+            assert (await session.get_one(m.Notification, late_id)).status == "delivered"
