@@ -22,6 +22,7 @@ from services.core import audit, metrics
 from services.core.db import models as m
 from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
 from services.core.logs import get_logger
+from services.core.notifications import move
 from services.core.rendering import TemplateError, render
 from services.core.runtime import Runtime
 from services.core.states import Status, check_transition
@@ -258,18 +259,7 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
 def _finish(
     session: AsyncSession, row: m.Notification, status: Status, now: datetime, reason: str | None
 ) -> None:
-    row.status = check_transition(row.status, status)
-    row.status_reason = reason
-    row.updated_at = now
-    audit.record(
-        session,
-        at=now,
-        actor=ACTOR,
-        action=f"notification.{status.value}",
-        case_id=row.case_id,
-        notification_id=row.id,
-        reason=reason,
-    )
+    move(session, row, status, now=now, actor=ACTOR, reason=reason)
     metrics.NOTIFICATIONS.labels(status.value).inc()
     log.info(f"notification.{status.value}", notification_id=row.id, reason=reason)
 

@@ -26,10 +26,11 @@ from services.core.domain import (
     notification_id,
 )
 from services.core.logs import get_logger
+from services.core.notifications import move
 from services.core.records import BadRecord, CaseEventRef
 from services.core.rendering import catalogue
 from services.core.runtime import Runtime
-from services.core.states import Status, check_transition
+from services.core.states import Status
 from services.rules.context import load_case_context
 from services.rules.engine import Engine, recipient_key
 
@@ -293,17 +294,15 @@ async def _supersede_older(
         )
     ).all()
     for old in older:
-        old.status = check_transition(old.status, Status.CANCELLED)
-        old.status_reason = "superseded_by_newer_event"
-        old.updated_at = now
-        audit.record(
+        move(
             session,
-            at=now,
+            old,
+            Status.CANCELLED,
+            now=now,
             actor=ACTOR,
+            reason="superseded_by_newer_event",
             action="notification.superseded",
-            case_id=case.id,
             case_event_id=row.id,
-            notification_id=old.id,
             rule=old.rule,
             coalesce_key=decision.coalesce_key,
         )

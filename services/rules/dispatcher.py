@@ -22,6 +22,7 @@ from services.core import audit, metrics
 from services.core.db import models as m
 from services.core.domain import EventStatus
 from services.core.logs import get_logger
+from services.core.notifications import move
 from services.core.records import CaseEventRef, NotificationDue
 from services.core.runtime import Runtime
 from services.core.states import Status, check_transition
@@ -81,18 +82,8 @@ async def _still_wanted(session: AsyncSession, row: m.Notification, now: datetim
     related = await session.get(m.Notification, row.related_id)
     if related is not None and related.status == Status.HELD:
         return True
-    row.status = check_transition(row.status, Status.CANCELLED)
-    row.status_reason = "hold_resolved"
-    row.updated_at = now
-    audit.record(
-        session,
-        at=now,
-        actor=ACTOR,
-        action="notification.cancelled",
-        case_id=row.case_id,
-        notification_id=row.id,
-        rule=row.rule,
-        reason="hold_resolved",
+    move(
+        session, row, Status.CANCELLED, now=now, actor=ACTOR, reason="hold_resolved", rule=row.rule
     )
     log.info("notification.cancelled", notification_id=row.id, reason="hold_resolved")
     return False
