@@ -1,12 +1,20 @@
 """Pure message rendering: Jinja2, sandboxed, strict about undefined names.
 
 Templates live in `services/core/templates/<name>/<channel>.<language>.j2` and are listed, with
-their version, in `catalogue.yaml`. An e-mail template starts with a `Subject:` line.
+their version, in `catalogue.yaml`. An e-mail template starts with a `Subject:` line. Every
+template is written in each of LANGUAGES (English and Welsh); a language without a file falls back
+to English, and the rendered message says which language it is in. Partials start with an
+underscore and are per language too (`_event_names.cy.j2`): a Welsh template imports the Welsh
+partial. `_support.j2` holds no words, only the support number an SMS gives.
 
 Variables every template can use: recipient_name, advocate_name, advocate_phone, hub_name,
 support_line, due_by_text, fallback_text, case_urn, event_type, detail, reason, vrr
 ("police", "cps" or None), survivor_message (what became of the survivor's own message about
-the same event: "sent", "held", "no_safe_channel", "opted_out", "not_wanted" or "none").
+the same event: "sent", "held", "no_safe_channel", "opted_out", "not_wanted" or "none"),
+reply_text (what a survivor texted back, for advocate_survivor_replied; None elsewhere).
+The words among them (hub_name, support_line, due_by_text, fallback_text, reason, and any
+stand-in for a missing name or phone) belong in the message's language; the Welsh templates are
+worded to read acceptably while the notifier still gives them in English.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 DEFAULT_LANGUAGE = "en"
+LANGUAGES: tuple[str, ...] = ("en", "cy")
+"""The languages every template is written in (trauma-informed rule 12: English and Welsh)."""
 
 
 class TemplateError(ValueError):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from jinja2 import meta
 
 from services.core.rendering import (
+    LANGUAGES,
     TEMPLATES_DIR,
     TemplateError,
     _environment,
@@ -43,6 +44,7 @@ def variables(**changes: Any) -> dict[str, Any]:
         "fallback_text": "Tuesday 24 November at 12:00",
         "vrr": None,
         "survivor_message": "sent",
+        "reply_text": None,
     }
     values.update(changes)
     return values
@@ -64,6 +66,7 @@ DOCUMENTED_VARIABLES = frozenset(
         "reason",
         "vrr",
         "survivor_message",
+        "reply_text",
     }
 )
 # What became of the survivor's own message about the same event, as the notifier says it.
@@ -86,8 +89,10 @@ def test_the_catalogue_lists_every_template_directory() -> None:
 
 def test_partials_start_with_an_underscore_and_are_not_templates() -> None:
     partials = sorted(p.relative_to(TEMPLATES_DIR) for p in TEMPLATES_DIR.rglob("_*.j2"))
-    assert Path("_event_names.j2") in partials
-    assert Path("survivor_case_update/_summaries.j2") in partials
+    for language in LANGUAGES:
+        assert Path(f"_event_names.{language}.j2") in partials
+        assert Path(f"survivor_case_update/_summaries.{language}.j2") in partials
+    assert Path("_support.j2") in partials
     assert not [name for name in CATALOGUE if name.startswith("_")]
     for partial in partials:
         assert partial.stem not in CATALOGUE
@@ -109,7 +114,9 @@ def test_every_file_is_the_catalogue_a_partial_or_a_catalogued_channel() -> None
         assert (suffix, len(language)) == ("j2", 2), relative
 
 
-@pytest.mark.parametrize("partial", ["_event_names", "survivor_case_update/_summaries"])
+@pytest.mark.parametrize(
+    "partial", ["_event_names", "_event_names.cy", "_support", "survivor_case_update/_summaries"]
+)
 def test_a_partial_cannot_be_rendered_as_a_template(partial: str) -> None:
     with pytest.raises(TemplateError, match="unknown template"):
         render(partial, "email", "en", variables())
@@ -218,12 +225,31 @@ def test_a_channel_the_template_is_not_written_for_is_a_template_error() -> None
 
 
 @pytest.mark.parametrize(("name", "channel"), PAIRS)
-def test_welsh_falls_back_to_english_and_says_so(name: str, channel: str) -> None:
+def test_welsh_renders_in_welsh_and_says_so(name: str, channel: str) -> None:
     welsh = render(name, channel, "cy", variables())
     english = render(name, channel, "en", variables())
-    assert welsh.language == "en"
-    assert welsh.body == english.body
-    assert welsh.subject == english.subject
+    assert welsh.language == "cy"
+    assert welsh.template_version == english.template_version
+    assert welsh.body != english.body
+
+
+@pytest.mark.parametrize(("name", "channel"), PAIRS)
+def test_a_language_without_templates_falls_back_to_english_and_says_so(
+    name: str, channel: str
+) -> None:
+    other = render(name, channel, "fr", variables())
+    english = render(name, channel, "en", variables())
+    assert other.language == "en"
+    assert (other.body, other.subject) == (english.body, english.subject)
+
+
+def test_a_template_without_a_welsh_file_falls_back_to_english(tmp_path: Path) -> None:
+    directory = _directory(tmp_path, "Subject: Hi {{ recipient_name }}\nBody\n")
+    message = render("plain", "email", "cy", {"recipient_name": "Riley"}, directory=directory)
+    assert (message.language, message.subject, message.body) == ("en", "Hi Riley", "Body")
+    (tmp_path / "plain" / "email.cy.j2").write_text("Subject: Helo\nCorff\n", encoding="utf-8")
+    message = render("plain", "email", "cy", {"recipient_name": "Riley"}, directory=directory)
+    assert (message.language, message.subject, message.body) == ("cy", "Helo", "Corff")
 
 
 @pytest.mark.parametrize(("name", "channel"), PAIRS)
