@@ -323,6 +323,69 @@ def sms_inspect(text: str = typer.Argument(..., help="The message text.")) -> No
     result(as_json(inspect(text)))
 
 
+@app.command("twilio-standin")
+def twilio_standin(
+    port: int = typer.Option(0, help="Port on 127.0.0.1 (0 picks a free one)."),
+    account_sid: str = typer.Option("AC" + "0" * 32, help="The account SID it accepts."),
+    auth_token: str = typer.Option(
+        "standin-token", help="The auth token it accepts and signs with."
+    ),
+) -> None:
+    """Run the Twilio stand-in (the Messages API, signed status callbacks) until Ctrl-C."""
+    from services.notifier.twilio_standin import running_standin
+
+    async def main() -> None:
+        async with running_standin(
+            account_sid=account_sid, auth_token=auth_token, port=port
+        ) as standin:
+            print(f"carehub twilio-standin ready {standin.base_url}", flush=True)
+            await _wait_for_signal()
+
+    _run_async(main)
+
+
+bench_app = typer.Typer(help="Benchmarks: figures as JSON on the last line.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("notifier")
+def bench_notifier_command(
+    messages: int = typer.Option(2000, "--messages", min=1, help="Text messages to send."),
+    survivors: int = typer.Option(500, "--survivors", min=1, help="Distinct recipients."),
+    callbacks: bool = typer.Option(True, help="Let the stand-in send status callbacks."),
+    pg_admin: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "--pg-admin",
+        help="A PostgreSQL server to create the throw-away database on.",
+    ),
+    timeout: float = typer.Option(600.0, help="Give up after this many seconds."),
+) -> None:
+    """Messages per second through the Twilio channel against the stand-in (no rate limit)."""
+    from services.bench import bench_notifier
+
+    figures: dict[str, Any] = {}
+
+    async def main() -> None:
+        figures.update(await bench_notifier(messages, survivors, pg_admin, callbacks, timeout))
+
+    _run_async(main)
+    err(
+        f"{figures['sent']} of {messages} messages in {figures['seconds']} s: "
+        f"{figures['messages_per_s']} messages/s"
+    )
+    result(figures)
+
+
+@app.command("templates")
+def templates_command(
+    markdown: bool = typer.Option(True, "--markdown", help="Print docs/templates.md."),
+) -> None:
+    """Every message template in every language, as a recipient would see it (Markdown)."""
+    from services.core.template_docs import markdown as render_markdown
+
+    sys.stdout.write(render_markdown())
+
+
 def main() -> None:
     # Ctrl-C during start-up should not print a traceback.
     with contextlib.suppress(KeyboardInterrupt):

@@ -19,6 +19,17 @@ NOTIFICATIONS = Counter(
 DELIVERY_SECONDS = Histogram(
     "carehub_delivery_seconds", "Time to hand a notification to its channel", ["channel"]
 )
+SEND_RETRIES = Counter(
+    "carehub_send_retries_total",
+    "Quick retries of a provider call after a transient failure",
+    ["channel"],
+)
+RECEIPTS = Counter(
+    "carehub_provider_receipts_total",
+    "Provider delivery receipts, by provider status and what they did",
+    ["provider", "status", "effect"],
+)
+INBOUND = Counter("carehub_inbound_sms_total", "Inbound texts, by what they were", ["kind"])
 CONSUMER_BATCH = Histogram(
     "carehub_consumer_batch_size",
     "Records per consumed batch",

@@ -77,6 +77,8 @@ class NotificationDue:
 
     notification_id: str
     channel: str
+    # The record's key ("survivor:12"): one recipient's messages are sent in order.
+    recipient: str = ""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -86,7 +88,9 @@ class NotificationDue:
         value = _load(raw)
         try:
             return cls(
-                notification_id=_text(value["notification_id"]), channel=str(value["channel"] or "")
+                notification_id=_text(value["notification_id"]),
+                channel=str(value["channel"] or ""),
+                recipient=str(value.get("recipient") or ""),
             )
         except KeyError:
             raise BadRecord("notifications.due record lacks notification_id/channel") from None

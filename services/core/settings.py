@@ -94,7 +94,26 @@ class Settings(BaseSettings):
     keys_file: Path | None = None
     blind_index_key: SecretStr | None = None
     retention_days: int = Field(default=2555, ge=1)
+    # Comma-separated E.164 numbers: outside production, only these are ever texted.
     sms_allowlist: str = ""
+
+    # Delivery: providers, retries, rate limits.
+    twilio_timeout_s: float = Field(default=10.0, gt=0)
+    smtp_security: str = Field(default="starttls", pattern="^(starttls|tls|none)$")
+    smtp_timeout_s: float = Field(default=15.0, gt=0)
+    email_sender_name: str = "Care Hub"
+    # Messages per second per sender (a Twilio number or Messaging Service), held across every
+    # notifier process through the database; 0 turns the limit off.
+    sms_rate_per_s: float = Field(default=10.0, ge=0)
+    # Quick retries inside one attempt (connection errors, 5xx, 429), then durable ones: the
+    # notification is rescheduled with exponential back-off and jitter, up to a cap, until the
+    # retry window has passed; then it fails and falls back to another channel or the advocate.
+    send_quick_retries: int = Field(default=2, ge=0)
+    retry_initial_s: float = Field(default=30.0, gt=0)
+    retry_max_s: float = Field(default=900.0, gt=0)
+    retry_window_s: float = Field(default=14_400.0, gt=0)
+    # Notifications sent at once by one notifier process (one recipient's stay in order).
+    notifier_concurrency: int = Field(default=16, ge=1)
 
     @field_validator("database_url")
     @classmethod
@@ -135,17 +154,33 @@ class Settings(BaseSettings):
     def run_file(self) -> Path:
         return self.var_dir / "run.json"
 
+    @property
+    def allowlist(self) -> frozenset[str] | None:
+        """The numbers that may be texted, or None in production (no list applies)."""
+        if self.env is Environment.PRODUCTION:
+            return None
+        return frozenset(n.strip() for n in self.sms_allowlist.split(",") if n.strip())
+
     def check_channels(self) -> None:
-        """Refuse a channel this build cannot deliver through yet, instead of failing later."""
-        if self.sms_channel is not SmsChannel.OUTBOX:
+        """Refuse a channel whose settings are missing, instead of failing at the first send."""
+        missing: list[str] = []
+        if self.sms_channel is SmsChannel.TWILIO:
+            if not self.twilio_account_sid:
+                missing.append("CAREHUB_TWILIO_ACCOUNT_SID")
+            if self.twilio_auth_token is None:
+                missing.append("CAREHUB_TWILIO_AUTH_TOKEN")
+            if not (self.twilio_messaging_service_sid or self.twilio_from):
+                missing.append("CAREHUB_TWILIO_MESSAGING_SERVICE_SID or CAREHUB_TWILIO_FROM")
+            if not self.public_base_url:
+                missing.append("CAREHUB_PUBLIC_BASE_URL (Twilio sends delivery receipts there)")
+        if self.email_channel is EmailChannel.SMTP:
+            if not self.smtp_host:
+                missing.append("CAREHUB_SMTP_HOST")
+            if not self.smtp_from:
+                missing.append("CAREHUB_SMTP_FROM")
+        if missing:
             raise ConfigurationError(
-                f"CAREHUB_SMS_CHANNEL={self.sms_channel.value} is not available in this build; "
-                "use 'outbox'"
-            )
-        if self.email_channel is not EmailChannel.OUTBOX:
-            raise ConfigurationError(
-                f"CAREHUB_EMAIL_CHANNEL={self.email_channel.value} is not available in this "
-                "build; use 'outbox'"
+                "the chosen channels need settings that are not set: " + ", ".join(missing)
             )
 
 

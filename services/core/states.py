@@ -35,7 +35,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     # the survivor's quiet hours.
     S.QUEUED: frozenset({S.QUEUED, S.SCHEDULED, S.SENDING, S.CANCELLED, S.SUPPRESSED}),
     # sending -> sending: a notifier that crashed mid-send tries again after asking the channel.
-    S.SENDING: frozenset({S.SENDING, S.SENT, S.DELIVERED, S.FAILED, S.UNKNOWN}),
+    # sending -> scheduled: a provider that was down or busy is tried again after a back-off.
+    S.SENDING: frozenset({S.SENDING, S.SCHEDULED, S.SENT, S.DELIVERED, S.FAILED, S.UNKNOWN}),
     S.SENT: frozenset({S.DELIVERED, S.FAILED}),
     S.UNKNOWN: frozenset({S.SENT, S.DELIVERED, S.FAILED, S.TOLD_IN_PERSON}),
     S.DELIVERED: frozenset(),

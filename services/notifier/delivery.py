@@ -10,13 +10,19 @@ blindly.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from services.core import audit, metrics
 from services.core.db import models as m
@@ -25,21 +31,24 @@ from services.core.logs import get_logger
 from services.core.notifications import move
 from services.core.rendering import TemplateError, render
 from services.core.runtime import Runtime
+from services.core.settings import Settings
 from services.core.states import Status, check_transition
 from services.core.topics import NOTIFICATIONS_STATUS
 from services.notifier.channels.base import (
+    AmbiguousFailure,
+    ChannelFailure,
     DeliveryChannel,
     OutgoingMessage,
     PermanentFailure,
     SendResult,
     TemporaryFailure,
 )
+from services.notifier.fallback import fall_back
 from services.notifier.last_look import hand_to_advocate, no_longer_wanted, put_off_until
+from services.notifier.rate_limit import SendRateLimiter
+from services.notifier.wording import due_text, words
 
 ACTOR = "notifier"
-LONDON = ZoneInfo("Europe/London")
-HUB_NAME = "the Care Hub"  # neutral: a text preview must not say what it is about
-SUPPORT_LINE = "you can call the 24/7 Rape and Sexual Abuse Support Line free on 0808 500 2222"
 log = get_logger(ACTOR)
 
 
@@ -47,21 +56,25 @@ log = get_logger(ACTOR)
 class Claim:
     message: OutgoingMessage
     attempt_no: int
-    resume: bool  # a previous attempt was cut off: ask the channel before sending again
+    # A previous attempt was cut off (a crash): ask the provider about it, from `since`, before
+    # sending again.
+    resume: bool
+    since: datetime
+    first_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: SendResult | None = None
+    failure: ChannelFailure | None = None
+    # The provider could not be asked about a cut-off attempt: try again later, never blindly.
+    lookup_failed: bool = False
 
 
 class Undeliverable(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code
-
-
-def _due_text(value: datetime | None, *, with_time: bool = False) -> str:
-    if value is None:
-        return "soon"
-    local = value.astimezone(LONDON)
-    text = f"{local:%A} {local.day} {local:%B}"
-    return f"{text} at {local:%H:%M}" if with_time else text
 
 
 def _vrr(event: m.CaseEvent) -> str | None:
@@ -89,10 +102,10 @@ async def _advocate_for(
 async def _fallback_text(session: AsyncSession, row: m.Notification) -> str:
     """When the held message this one is about goes by itself (its fallback time)."""
     if row.related_id is None:
-        return _due_text(row.due_by)
+        return due_text(row.due_by, row.language)
     related = await session.get(m.Notification, row.related_id)
     when = related.send_at if related is not None else None
-    return _due_text(when or row.due_by, with_time=when is not None)
+    return due_text(when or row.due_by, row.language, with_time=when is not None)
 
 
 SURVIVOR_MESSAGE = {
@@ -136,12 +149,15 @@ async def _address_and_variables(
     session: AsyncSession, row: m.Notification, case: m.Case, event: m.CaseEvent, now: datetime
 ) -> tuple[str, dict[str, Any]]:
     advocate = await _advocate_for(session, row, case, now)
+    say = words(row.language)
     variables: dict[str, Any] = {
-        "hub_name": HUB_NAME,
-        "support_line": SUPPORT_LINE,
-        "advocate_name": advocate.display_name if advocate else "your support worker",
-        "advocate_phone": (advocate.phone if advocate and advocate.phone else "the Care Hub"),
-        "due_by_text": _due_text(row.due_by),
+        "hub_name": say["hub_name"],
+        "support_line": say["support_line"],
+        "advocate_name": advocate.display_name if advocate else say["no_advocate_name"],
+        "advocate_phone": (
+            advocate.phone if advocate and advocate.phone else say["no_advocate_phone"]
+        ),
+        "due_by_text": due_text(row.due_by, row.language),
         "fallback_text": await _fallback_text(session, row),
         "vrr": _vrr(event),
         "survivor_message": await _survivor_message(session, row),
@@ -149,11 +165,16 @@ async def _address_and_variables(
         "event_type": event.type,
         "detail": row.detail,
         "reason": (row.hold_reason or "").replace("_", " ") or None,
+        "reply_text": None,
     }
+    if row.inbound_id is not None:
+        inbound = await session.get(m.InboundMessage, row.inbound_id)
+        variables["reply_text"] = inbound.body if inbound is not None else None
     if row.recipient_role == "survivor":
         survivor = await session.get_one(m.Survivor, row.survivor_id)
         pref = (await current_preferences(session, [survivor.id])).get(survivor.id)
-        name = survivor.preferred_name or (survivor.full_name or "").split(" ")[0] or "there"
+        name = survivor.preferred_name or (survivor.full_name or "").split(" ")[0]
+        name = name or say["no_recipient_name"]
         variables["recipient_name"] = name
         address = None
         if pref is not None:
@@ -168,8 +189,32 @@ async def _address_and_variables(
     return address, variables
 
 
-async def claim(rt: Runtime, notification_id: str) -> Claim | None:
-    """Move a queued notification to `sending` and render it; None if there is nothing to do."""
+async def _last_attempt(session: AsyncSession, row: m.Notification) -> m.DeliveryAttempt | None:
+    return await session.scalar(
+        select(m.DeliveryAttempt)
+        .where(m.DeliveryAttempt.notification_id == row.id)
+        .order_by(m.DeliveryAttempt.attempt_no.desc())
+        .limit(1)
+    )
+
+
+async def _first_attempt_at(session: AsyncSession, row: m.Notification) -> datetime | None:
+    return await session.scalar(
+        select(func.min(m.DeliveryAttempt.started_at)).where(
+            m.DeliveryAttempt.notification_id == row.id
+        )
+    )
+
+
+async def claim(
+    rt: Runtime, channels: dict[str, DeliveryChannel], notification_id: str
+) -> Claim | None:
+    """Move a queued notification to `sending` and render it; None if there is nothing to do.
+
+    A notification left `sending` by an attempt that was cut off (a crash) is resumed with the
+    words that attempt recorded, so the provider can be asked about exactly that message; an
+    attempt still within `CAREHUB_REDRIVE_AFTER_S` may be in flight elsewhere and is left alone.
+    """
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
         row = await session.get(m.Notification, notification_id, with_for_update=True)
@@ -180,9 +225,20 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
                 status=row.status if row else None,
             )
             return None
-        resume = row.status == Status.SENDING
         case = await session.get_one(m.Case, row.case_id)
-        event = await session.get_one(m.CaseEvent, row.case_event_id)
+        previous = await _last_attempt(session, row) if row.status == Status.SENDING else None
+        resume = row.status == Status.SENDING
+        if resume and previous is not None:
+            if (now - previous.started_at).total_seconds() < rt.settings.redrive_after_s:
+                log.info("notification.in_flight", notification_id=row.id)
+                return None
+            channel = channels.get(row.channel or "")
+            if channel is not None and not channel.verifiable:
+                # SMTP cannot be asked whether it went: a person finds out, nothing is resent.
+                _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
+                if row.recipient_role == "survivor":
+                    await hand_to_advocate(session, row, case, "delivery_unknown", now)
+                return None
         if not resume:
             reason = await no_longer_wanted(session, row, now)
             if reason is not None:
@@ -205,18 +261,29 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
                 )
                 log.info("notification.put_off", notification_id=row.id, until=later.isoformat())
                 return None
-        try:
-            if row.channel is None:
-                raise Undeliverable("no_channel")
-            address, variables = await _address_and_variables(session, row, case, event, now)
-            rendered = render(row.template, row.channel, row.language, variables)
-        except (Undeliverable, TemplateError) as exc:
-            code = exc.code if isinstance(exc, Undeliverable) else "template_error"
-            _finish(session, row, Status.FAILED, now, code)
-            if row.recipient_role == "survivor":
-                # A survivor who could not be reached is never left without a person.
-                await hand_to_advocate(session, row, case, code, now)
-            return None
+        if previous is not None and previous.body is not None and previous.to_address:
+            # The same words to the same address as the attempt that was cut off.
+            address, subject, body = previous.to_address, previous.subject, previous.body
+            language = previous.language or row.language
+            version = previous.template_version or row.template_version
+        else:
+            try:
+                if row.channel is None:
+                    raise Undeliverable("no_channel")
+                event = await session.get_one(m.CaseEvent, row.case_event_id)
+                address, variables = await _address_and_variables(session, row, case, event, now)
+                rendered = render(row.template, row.channel, row.language, variables)
+            except (Undeliverable, TemplateError) as exc:
+                code = exc.code if isinstance(exc, Undeliverable) else "template_error"
+                _finish(session, row, Status.FAILED, now, code)
+                if row.recipient_role == "survivor":
+                    # A survivor who could not be reached is never left without a person.
+                    await hand_to_advocate(session, row, case, code, now)
+                return None
+            subject, body = rendered.subject, rendered.body
+            language, version = rendered.language, rendered.template_version
+        assert row.channel is not None
+        first = await _first_attempt_at(session, row) or now
         row.status = check_transition(row.status, Status.SENDING)
         row.attempts += 1
         row.updated_at = now
@@ -226,6 +293,11 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
                 attempt_no=row.attempts,
                 channel=row.channel,
                 started_at=now,
+                to_address=address,
+                subject=subject,
+                body=body,
+                language=language,
+                template_version=version,
             )
         )
         audit.record(
@@ -245,15 +317,16 @@ async def claim(rt: Runtime, notification_id: str) -> Claim | None:
             recipient_role=row.recipient_role,
             channel=row.channel,
             to=address,
-            language=rendered.language,
-            template=rendered.template,
-            template_version=rendered.template_version,
-            subject=rendered.subject,
-            body=rendered.body,
+            language=language,
+            template=row.template,
+            template_version=version,
+            subject=subject,
+            body=body,
             send_at=row.send_at,
             due_by=row.due_by,
         )
-        return Claim(message, row.attempts, resume)
+        since = previous.started_at if (resume and previous is not None) else now
+        return Claim(message, row.attempts, resume, since, first)
 
 
 def _finish(
@@ -264,79 +337,196 @@ def _finish(
     log.info(f"notification.{status.value}", notification_id=row.id, reason=reason)
 
 
+def _sender(channel: DeliveryChannel) -> str | None:
+    sender = getattr(channel, "sender_key", None)
+    return sender if isinstance(sender, str) else None
+
+
+async def _send_with_retries(
+    rt: Runtime,
+    channel: DeliveryChannel,
+    claimed: Claim,
+    limiter: SendRateLimiter | None,
+) -> Outcome:
+    """Look up a cut-off attempt, then send, retrying quick transient failures in place."""
+    msg = claimed.message
+    if claimed.resume:
+        try:
+            found = await channel.lookup(msg, claimed.since)
+        except ChannelFailure:
+            return Outcome(lookup_failed=True)
+        if found is not None:
+            log.info("notification.found_at_provider", notification_id=msg.notification_id)
+            return Outcome(result=found)
+    sender = _sender(channel)
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(rt.settings.send_quick_retries + 1),
+        wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+        retry=retry_if_exception_type(TemporaryFailure),
+        reraise=True,
+    )
+    attempt_started = rt.clock.now()
+    try:
+        async for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    metrics.SEND_RETRIES.labels(msg.channel).inc()
+                    if channel.verifiable:
+                        # A timeout may have reached the provider after all: ask first.
+                        found = await channel.lookup(msg, attempt_started)
+                        if found is not None:
+                            return Outcome(result=found)
+                if limiter is not None and sender is not None:
+                    await limiter.wait(sender)
+                return Outcome(result=await channel.send(msg, rt.clock.now()))
+    except ChannelFailure as exc:
+        return Outcome(failure=exc)
+    raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
 async def deliver(
-    rt: Runtime, channels: dict[str, DeliveryChannel], notification_id: str
+    rt: Runtime,
+    channels: dict[str, DeliveryChannel],
+    notification_id: str,
+    limiter: SendRateLimiter | None = None,
 ) -> str | None:
-    """Deliver one notification end to end; return its final status (None if skipped)."""
-    claimed = await claim(rt, notification_id)
+    """Deliver one notification end to end; return its status afterwards (None if skipped)."""
+    claimed = await claim(rt, channels, notification_id)
     if claimed is None:
         return None
-    msg = claimed.message
-    channel = channels[msg.channel]
+    channel = channels[claimed.message.channel]
     started = rt.clock.now()
-    result: SendResult | None = None
-    failure: str | None = None
-    permanent = False
-    if claimed.resume:
-        result = await channel.lookup(msg.notification_id)
-    if result is None:
-        try:
-            result = await channel.send(msg, rt.clock.now())
-        except PermanentFailure as exc:
-            failure, permanent = exc.code, True
-        except TemporaryFailure as exc:
-            failure = exc.code
-    metrics.DELIVERY_SECONDS.labels(msg.channel).observe(
+    outcome = await _send_with_retries(rt, channel, claimed, limiter)
+    metrics.DELIVERY_SECONDS.labels(claimed.message.channel).observe(
         max(0.0, (rt.clock.now() - started).total_seconds())
     )
-    return await _record_result(rt, msg, claimed.attempt_no, result, failure, permanent)
+    return await _record_result(rt, claimed, outcome)
 
 
-async def _record_result(
-    rt: Runtime,
-    msg: OutgoingMessage,
-    attempt_no: int,
-    result: SendResult | None,
-    failure: str | None,
-    permanent: bool,
-) -> str:
+def retry_delay(settings: Settings, attempt_no: int) -> float:
+    """Seconds before the next durable retry: exponential with jitter, up to a cap."""
+    base = min(settings.retry_max_s, settings.retry_initial_s * 2 ** max(0, attempt_no - 1))
+    return float(base * random.uniform(0.5, 1.0))
+
+
+async def _record_result(rt: Runtime, claimed: Claim, outcome: Outcome) -> str:
+    msg = claimed.message
     now = rt.clock.now()
+    announce = True
     async with rt.sessions.begin() as session:
         row = await session.get_one(m.Notification, msg.notification_id, with_for_update=True)
         attempt = await session.scalar(
             select(m.DeliveryAttempt).where(
                 m.DeliveryAttempt.notification_id == row.id,
-                m.DeliveryAttempt.attempt_no == attempt_no,
+                m.DeliveryAttempt.attempt_no == claimed.attempt_no,
             )
         )
-        if attempt is not None:
-            attempt.finished_at = now
-            attempt.outcome = "sent" if result else ("failed" if permanent else "retry")
-            attempt.provider_ref = result.provider_ref if result else None
-            attempt.error_code = failure
-        if result is not None:
-            row.provider_ref = result.provider_ref
-            row.sent_at = result.at
-            if result.delivered:
-                row.informed_at = result.at
-            _finish(session, row, Status.DELIVERED if result.delivered else Status.SENT, now, None)
-        elif permanent:
-            _finish(session, row, Status.FAILED, now, failure)
-            if row.recipient_role == "survivor":
-                case = await session.get_one(m.Case, row.case_id)
-                await hand_to_advocate(session, row, case, failure or "failed", now)
-        else:
-            # A temporary failure leaves it `sending`; the notifier issue adds retries with
-            # back-off. The re-drive will not pick it up, so record why it waits.
-            row.status_reason = failure
+        result, failure = outcome.result, outcome.failure
+        if outcome.lookup_failed:
+            # Leave the attempt open and the row `sending`: the re-drive asks again later.
+            announce = False
+            row.status_reason = "lookup_failed"
             row.updated_at = now
+            if attempt is not None:
+                attempt.outcome, attempt.error_code = "lookup_failed", "lookup_failed"
+            if (now - claimed.first_attempt_at).total_seconds() > rt.settings.retry_window_s:
+                _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
+                await _tell_advocate(session, row, "delivery_unknown", now)
+                announce = True
+            elif attempt is not None:
+                attempt.started_at = claimed.since  # still the cut-off attempt's time
+        else:
+            if attempt is not None:
+                attempt.finished_at = now
+                attempt.outcome = "sent" if result else _failure_outcome(failure)
+                attempt.provider_ref = result.provider_ref if result else None
+                attempt.provider_status = (
+                    result.provider_status
+                    if result
+                    else failure.provider_status
+                    if failure
+                    else None
+                )
+                attempt.provider_code = failure.provider_code if failure else None
+                attempt.error_code = failure.code if failure else None
+            if result is not None:
+                row.provider_ref = result.provider_ref
+                row.sent_at = row.sent_at or result.at
+                if row.status == Status.SENDING:
+                    if result.delivered:
+                        row.informed_at = row.informed_at or result.at
+                    _finish(
+                        session,
+                        row,
+                        Status.DELIVERED if result.delivered else Status.SENT,
+                        now,
+                        None,
+                    )
+                else:
+                    announce = False  # a receipt got here first and moved it on already
+            elif isinstance(failure, PermanentFailure):
+                _finish(session, row, Status.FAILED, now, failure.code)
+                case = await session.get_one(m.Case, row.case_id)
+                await fall_back(session, row, case, failure.code, now)
+            elif isinstance(failure, AmbiguousFailure):
+                _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
+                await _tell_advocate(session, row, "delivery_unknown", now)
+            else:
+                assert failure is not None
+                delay = retry_delay(rt.settings, row.attempts)
+                retry_at = now + timedelta(seconds=delay)
+                deadline = claimed.first_attempt_at + timedelta(seconds=rt.settings.retry_window_s)
+                if row.due_by is not None and row.due_by > now:
+                    # Another channel or a person can still make the deadline: do not wait past it.
+                    deadline = min(deadline, row.due_by)
+                if retry_at > deadline:
+                    _finish(session, row, Status.FAILED, now, "retries_exhausted")
+                    case = await session.get_one(m.Case, row.case_id)
+                    await fall_back(session, row, case, "retries_exhausted", now)
+                else:
+                    announce = False
+                    move(
+                        session,
+                        row,
+                        Status.SCHEDULED,
+                        now=now,
+                        actor=ACTOR,
+                        reason=failure.code,
+                        action="notification.retry_scheduled",
+                        attempt=row.attempts,
+                        delay_s=round(delay),
+                    )
+                    row.send_at = retry_at
+                    log.info(
+                        "notification.retry_scheduled",
+                        notification_id=row.id,
+                        reason=failure.code,
+                        delay_s=round(delay, 1),
+                    )
         status = row.status
-        status_event = _status_event(row, msg, now)
-    await _announce(rt, msg.case_urn, status_event)
+        status_event = _status_event(row, msg.case_urn, now)
+    if announce:
+        await _announce(rt, msg.case_urn, status_event)
     return status
 
 
-def _status_event(row: m.Notification, msg: OutgoingMessage, now: datetime) -> dict[str, Any]:
+def _failure_outcome(failure: ChannelFailure | None) -> str:
+    if isinstance(failure, PermanentFailure):
+        return "failed"
+    if isinstance(failure, AmbiguousFailure):
+        return "unknown"
+    return "retry"
+
+
+async def _tell_advocate(
+    session: AsyncSession, row: m.Notification, reason: str, now: datetime
+) -> None:
+    if row.recipient_role == "survivor":
+        case = await session.get_one(m.Case, row.case_id)
+        await hand_to_advocate(session, row, case, reason, now)
+
+
+def _status_event(row: m.Notification, case_urn: str, now: datetime) -> dict[str, Any]:
     """A CloudEvent for `notifications.status`: subject = URN, no personal data."""
 
     def iso(value: datetime | None) -> str | None:
@@ -347,7 +537,7 @@ def _status_event(row: m.Notification, msg: OutgoingMessage, now: datetime) -> d
         "id": f"{row.id}:{row.status}",
         "source": "carehub/notifier",
         "type": f"carehub.notification.{row.status}",
-        "subject": msg.case_urn,
+        "subject": case_urn,
         "time": iso(now),
         "datacontenttype": "application/json",
         "data": {

@@ -115,7 +115,10 @@ async def release_due(rt: Runtime) -> int:
                 notification_id=row.id,
                 rule=row.rule,
             )
-        due = [(NotificationDue(r.id, r.channel or ""), recipient_key(r)) for r in rows]
+        due = [
+            (NotificationDue(r.id, r.channel or "", recipient_key(r).decode()), recipient_key(r))
+            for r in rows
+        ]
     await _publish_due(rt, due)
     for _ in due:
         metrics.NOTIFICATIONS.labels(Status.QUEUED.value).inc()
@@ -164,14 +167,25 @@ async def redrive(rt: Runtime) -> dict[str, int]:
         stale = (
             await session.scalars(
                 select(m.Notification)
-                .where(m.Notification.status == Status.QUEUED, m.Notification.queued_at < cutoff)
-                .order_by(m.Notification.queued_at)
+                .where(
+                    or_(
+                        (m.Notification.status == Status.QUEUED)
+                        & (m.Notification.queued_at < cutoff),
+                        # A send cut off by a crash, or a provider lookup that failed: the
+                        # notifier asks the provider before it sends again.
+                        (m.Notification.status == Status.SENDING)
+                        & (m.Notification.updated_at < cutoff),
+                    )
+                )
+                .order_by(m.Notification.updated_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
         ).all()
         for row in stale:
-            row.queued_at = row.updated_at = now
+            if row.status == Status.QUEUED:
+                row.queued_at = now
+            row.updated_at = now
             audit.record(
                 session,
                 at=now,
@@ -180,7 +194,10 @@ async def redrive(rt: Runtime) -> dict[str, int]:
                 case_id=row.case_id,
                 notification_id=row.id,
             )
-        due = [(NotificationDue(r.id, r.channel or ""), recipient_key(r)) for r in stale]
+        due = [
+            (NotificationDue(r.id, r.channel or "", recipient_key(r).decode()), recipient_key(r))
+            for r in stale
+        ]
     for ref in refs:
         await rt.broker.publish(ref.encode(), CASE_EVENTS.name, key=ref.subject.encode())
     await _publish_due(rt, due)

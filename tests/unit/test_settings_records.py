@@ -96,14 +96,38 @@ def test_the_outbox_channels_pass_the_channel_check() -> None:
     Settings().check_channels()
 
 
-def test_check_channels_refuses_twilio() -> None:
-    with pytest.raises(ConfigurationError, match="CAREHUB_SMS_CHANNEL=twilio"):
+def test_twilio_without_its_settings_names_every_missing_one() -> None:
+    with pytest.raises(ConfigurationError) as caught:
         Settings(sms_channel=SmsChannel.TWILIO).check_channels()
+    for name in (
+        "CAREHUB_TWILIO_ACCOUNT_SID",
+        "CAREHUB_TWILIO_AUTH_TOKEN",
+        "CAREHUB_TWILIO_MESSAGING_SERVICE_SID or CAREHUB_TWILIO_FROM",
+        "CAREHUB_PUBLIC_BASE_URL",
+    ):
+        assert name in str(caught.value)
 
 
-def test_check_channels_refuses_smtp() -> None:
-    with pytest.raises(ConfigurationError, match="CAREHUB_EMAIL_CHANNEL=smtp"):
+def test_twilio_with_its_settings_passes() -> None:
+    Settings(
+        sms_channel=SmsChannel.TWILIO,
+        twilio_account_sid="AC" + "0" * 32,
+        twilio_auth_token="secret",
+        twilio_from="+447700900001",
+        public_base_url="https://hub.example.org",
+    ).check_channels()
+
+
+def test_smtp_without_host_and_sender_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="CAREHUB_SMTP_HOST, CAREHUB_SMTP_FROM"):
         Settings(email_channel=EmailChannel.SMTP).check_channels()
+
+
+def test_the_allowlist_applies_outside_production_only() -> None:
+    listed = " +447700900001, +447700900002 ,"
+    assert Settings(sms_allowlist=listed).allowlist == {"+447700900001", "+447700900002"}
+    assert Settings(sms_allowlist="").allowlist == frozenset()
+    assert Settings(env="production", sms_allowlist=listed).allowlist is None
 
 
 def test_a_bad_port_in_the_environment_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +193,7 @@ def test_case_event_ref_carries_references_only() -> None:
 def test_notification_due_round_trips() -> None:
     assert NotificationDue.decode(DUE.encode()) == DUE
     assert NotificationDue.decode(DUE.encode().decode()) == DUE
-    assert set(json.loads(DUE.encode())) == {"notification_id", "channel"}
+    assert set(json.loads(DUE.encode())) == {"notification_id", "channel", "recipient"}
 
 
 JUNK: list[Any] = [

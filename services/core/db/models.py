@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -243,6 +244,8 @@ class Notification(Base):
     related_id: Mapped[str | None] = mapped_column(ForeignKey("notifications.id"), nullable=True)
     # "while_held": only sent if the related message is still held when this one falls due.
     send_condition: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The survivor's text this one passes to their advocate (advocate_survivor_replied).
+    inbound_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     queued_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -264,6 +267,38 @@ class DeliveryAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     provider_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What was handed over, so a resumed attempt asks about (and if need be sends) the same words.
+    to_address: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    subject: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    body: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    template_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The provider's own words beside ours: its status ("queued", "250 OK") and error code.
+    provider_status: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class InboundMessage(Base):
+    """A text a survivor (or anyone) sent to our number: kept for the advocate, protected."""
+
+    __tablename__ = "inbound_messages"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime]
+    provider: Mapped[str] = mapped_column(String(16))
+    provider_ref: Mapped[str] = mapped_column(String(64))
+    from_address: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    body: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    # stop, start, help or safety (anything else: passed to the advocate at once)
+    kind: Mapped[str] = mapped_column(String(16))
+    survivor_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class SendRate(Base):
+    """One row per sender: the earliest Unix time its next message may go (a shared limit)."""
+
+    __tablename__ = "send_rates"
+    sender: Mapped[str] = mapped_column(String(128), primary_key=True)
+    next_at: Mapped[float] = mapped_column(Float)
 
 
 class AuditEntry(Base):
@@ -300,8 +335,10 @@ __all__ = [
     "ContactPreference",
     "DecisionRow",
     "DeliveryAttempt",
+    "InboundMessage",
     "Notification",
     "RejectedRecord",
+    "SendRate",
     "Survivor",
     "Team",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.settings import Settings
+from services.core.settings import EmailChannel, Settings, SmsChannel
 from services.notifier.channels.base import DeliveryChannel
 from services.notifier.channels.outbox import OutboxChannel
 
@@ -11,4 +11,39 @@ def channels_from_settings(settings: Settings) -> dict[str, DeliveryChannel]:
     """The channel for each kind of message, chosen explicitly by settings (never inferred)."""
     settings.check_channels()
     outbox = settings.resolved_outbox_dir
-    return {"sms": OutboxChannel(outbox, "sms"), "email": OutboxChannel(outbox, "email")}
+    channels: dict[str, DeliveryChannel] = {
+        "sms": OutboxChannel(outbox, "sms"),
+        "email": OutboxChannel(outbox, "email"),
+    }
+    if settings.sms_channel is SmsChannel.TWILIO:
+        from services.notifier.channels.twilio import TwilioChannel
+
+        assert settings.twilio_account_sid and settings.twilio_auth_token  # check_channels
+        assert settings.public_base_url
+        channels["sms"] = TwilioChannel(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            sender=settings.twilio_from,
+            public_base_url=settings.public_base_url,
+            base_url=settings.twilio_base_url,
+            allowlist=settings.allowlist,
+            timeout_s=settings.twilio_timeout_s,
+        )
+    if settings.email_channel is EmailChannel.SMTP:
+        from services.notifier.channels.smtp import SmtpChannel
+
+        assert settings.smtp_host and settings.smtp_from
+        channels["email"] = SmtpChannel(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=(
+                settings.smtp_password.get_secret_value() if settings.smtp_password else None
+            ),
+            sender=settings.smtp_from,
+            sender_name=settings.email_sender_name,
+            security=settings.smtp_security,
+            timeout_s=settings.smtp_timeout_s,
+        )
+    return channels

@@ -32,27 +32,57 @@ class SendResult:
     # True when handing over is itself delivery (the outbox); a provider reports it later.
     delivered: bool
     at: datetime
+    # The provider's own word for what happened ("queued", "accepted", "250 OK"), kept beside ours.
+    provider_status: str | None = None
 
 
 class DeliveryChannel(Protocol):
     name: str
+    # True when `lookup` can tell whether a cut-off attempt reached the provider (Twilio, the
+    # outbox). False for SMTP: an ambiguous e-mail becomes `unknown`, never resent blindly.
+    verifiable: bool
 
     async def send(self, message: OutgoingMessage, now: datetime) -> SendResult:
-        """Hand the message over; raise `PermanentFailure` or `TemporaryFailure` if it fails."""
+        """Hand the message over; raise `PermanentFailure`, `TemporaryFailure` or
+        `AmbiguousFailure` if it fails."""
         ...
 
-    async def lookup(self, notification_id: str) -> SendResult | None:
-        """What the channel knows of an earlier attempt (after a crash), or None."""
+    async def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
+        """What the provider holds of this message from an attempt begun at `since` (after a
+        crash), or None if it has nothing."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; called once when the notifier stops."""
         ...
 
 
-class PermanentFailure(Exception):
-    def __init__(self, code: str) -> None:
+class ChannelFailure(Exception):
+    """Our code (`code`) beside the provider's own (`provider_code`, `provider_status`)."""
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        provider_code: str | None = None,
+        provider_status: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(code)
         self.code = code
+        self.provider_code = provider_code
+        self.provider_status = provider_status
+        self.retry_after = retry_after
 
 
-class TemporaryFailure(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
+class PermanentFailure(ChannelFailure):
+    """The provider refused for good (an invalid or unsubscribed number): never retry."""
+
+
+class TemporaryFailure(ChannelFailure):
+    """Worth trying again later (connection error, timeout, 5xx, 429)."""
+
+
+class AmbiguousFailure(ChannelFailure):
+    """The message may or may not have gone (a connection cut after the data was sent), and the
+    provider cannot be asked: never resend blindly."""

@@ -40,6 +40,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class OutboxChannel:
+    verifiable = True
+
     def __init__(self, directory: Path, name: str) -> None:
         self.directory = directory
         self.name = name
@@ -65,7 +67,12 @@ class OutboxChannel:
             "written_at": _iso(now),
         }
         await asyncio.to_thread(self._write, message.notification_id, document)
-        return SendResult(provider_ref=f"outbox:{message.notification_id}", delivered=True, at=now)
+        return SendResult(
+            provider_ref=f"outbox:{message.notification_id}",
+            delivered=True,
+            at=now,
+            provider_status="written",
+        )
 
     def _write(self, notification_id: str, document: dict[str, object]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -80,11 +87,20 @@ class OutboxChannel:
         with open(self.directory / JOURNAL, "a", encoding="utf-8") as journal:
             journal.write(f"{notification_id} {document['written_at']}\n")
 
-    async def lookup(self, notification_id: str) -> SendResult | None:
+    async def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
+        notification_id = message.notification_id
         path = self.path_for(notification_id)
         try:
             written = json.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return None
         at = datetime.fromisoformat(str(written.get("written_at")).replace("Z", "+00:00"))
-        return SendResult(provider_ref=f"outbox:{notification_id}", delivered=True, at=at)
+        return SendResult(
+            provider_ref=f"outbox:{notification_id}",
+            delivered=True,
+            at=at,
+            provider_status="written",
+        )
+
+    async def close(self) -> None:
+        return None

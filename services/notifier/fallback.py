@@ -1,0 +1,135 @@
+"""When a survivor cannot be reached on one channel: their other safe channel, else a person.
+
+A permanent failure (an invalid or unsubscribed number, a refused address, a message that came
+back undelivered) makes a new notification linked to the failed one (`supersedes_id`) on the
+survivor's other channel, if it is safe today and not already tried for this message; if there
+is none, their advocate gets a task to tell them, because a survivor who could not be reached is
+never left without a person (trauma-informed rules 1 and 15).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core import audit
+from services.core.calendar import london_date
+from services.core.db import models as m
+from services.core.db.queries import current_preferences
+from services.core.domain import notification_id
+from services.core.logs import get_logger
+from services.core.states import Status
+from services.notifier.last_look import hand_to_advocate
+
+ACTOR = "notifier"
+log = get_logger(ACTOR)
+
+
+async def channels_tried(session: AsyncSession, row: m.Notification) -> set[str]:
+    """Every channel this message has been tried on, along its chain of fallbacks."""
+    tried: set[str] = set()
+    current: m.Notification | None = row
+    while current is not None:
+        if current.channel:
+            tried.add(current.channel)
+        if current.supersedes_id is None:
+            break
+        current = await session.get(m.Notification, current.supersedes_id)
+        if current is not None and current.recipient_role != "survivor":
+            break
+    return tried
+
+
+async def safe_channels(session: AsyncSession, survivor_id: int, now: datetime) -> list[str]:
+    """The survivor's channels that are safe to use today, texts first."""
+    pref = (await current_preferences(session, [survivor_id])).get(survivor_id)
+    if pref is None or pref.opted_out or pref.frequency == "none":
+        return []
+    today = london_date(now)
+    safe: list[str] = []
+    if (
+        pref.phone
+        and pref.sms_safe
+        and (pref.sms_safe_review_by is None or pref.sms_safe_review_by >= today)
+    ):
+        safe.append("sms")
+    if (
+        pref.email
+        and pref.email_safe
+        and (pref.email_safe_review_by is None or pref.email_safe_review_by >= today)
+    ):
+        safe.append("email")
+    return safe
+
+
+async def fall_back(
+    session: AsyncSession, row: m.Notification, case: m.Case, reason: str, now: datetime
+) -> str | None:
+    """After `row` failed for good: the id of the linked fallback notification or advocate task,
+    or None when there is nobody to hand it to (recorded as unreachable)."""
+    if row.recipient_role != "survivor" or row.survivor_id is None:
+        # An advocate's own message that failed: recorded and counted; the survivor's held
+        # message still has its own fallback time.
+        log.warning("notification.staff_unreachable", notification_id=row.id, reason=reason)
+        return None
+    tried = await channels_tried(session, row)
+    other = next(
+        (c for c in await safe_channels(session, row.survivor_id, now) if c not in tried), None
+    )
+    if other is None:
+        return await hand_to_advocate(session, row, case, reason, now)
+    rule = f"{row.rule}.fallback"
+    fallback_id = notification_id(
+        row.event_source, row.event_id, f"survivor:{row.survivor_id}:{other}", rule
+    )
+    if await session.get(m.Notification, fallback_id) is not None:
+        return fallback_id
+    session.add(
+        m.Notification(
+            id=fallback_id,
+            case_event_id=row.case_event_id,
+            case_id=row.case_id,
+            event_source=row.event_source,
+            event_id=row.event_id,
+            recipient_role=row.recipient_role,
+            survivor_id=row.survivor_id,
+            advocate_id=row.advocate_id,
+            channel=other,
+            language=row.language,
+            detail=row.detail,
+            template=row.template,
+            template_version=row.template_version,
+            rules_version=row.rules_version,
+            rule=rule,
+            status=Status.SCHEDULED.value,
+            status_reason=reason,
+            send_at=now,
+            due_by=row.due_by,
+            supersedes_id=row.id,
+            coalesce_key=None,
+            related_id=row.related_id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="notification.fallback",
+        case_id=row.case_id,
+        notification_id=fallback_id,
+        rule=rule,
+        supersedes=row.id,
+        channel=other,
+        reason=reason,
+    )
+    log.info(
+        "notification.fallback",
+        notification_id=fallback_id,
+        supersedes=row.id,
+        channel=other,
+        reason=reason,
+    )
+    return fallback_id
