@@ -112,7 +112,7 @@ async def _seed(sessions: Any, now: datetime, messages: int, survivors: int) -> 
             created_at=now,
         )
         session.add(isva)
-        case = m.Case(urn="01BN1234567", created_at=now)
+        case = m.Case(urn="01BN1234567", opened_at=now)
         session.add(case)
         await session.flush()
         event = m.CaseEvent(
@@ -120,7 +120,7 @@ async def _seed(sessions: Any, now: datetime, messages: int, survivors: int) -> 
             event_id="bench-1",
             type="police.suspect_arrested",
             urn=case.urn,
-            time=now,
+            event_time=now,
             received_at=now,
             payload={"data": {}},
             payload_hash="0" * 64,
@@ -142,7 +142,7 @@ async def _seed(sessions: Any, now: datetime, messages: int, survivors: int) -> 
             ids.append(survivor.id)
             session.add_all(
                 [
-                    m.CaseSurvivor(case_id=case.id, survivor_id=survivor.id),
+                    m.CaseSurvivor(case_id=case.id, survivor_id=survivor.id, added_at=now),
                     m.AdvocateAssignment(
                         survivor_id=survivor.id,
                         advocate_id=isva.id,

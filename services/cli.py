@@ -363,6 +363,7 @@ def bench_notifier_command(
     """Messages per second through the Twilio channel against the stand-in (no rate limit)."""
     from services.bench import bench_notifier
 
+    configure_logging("WARNING")
     figures: dict[str, Any] = {}
 
     async def main() -> None:

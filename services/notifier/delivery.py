@@ -26,7 +26,7 @@ from tenacity import (
 
 from services.core import audit, metrics
 from services.core.db import models as m
-from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
+from services.core.db.queries import current_advocates, stand_in_supervisor
 from services.core.logs import get_logger
 from services.core.notifications import move
 from services.core.rendering import TemplateError, render
@@ -44,7 +44,12 @@ from services.notifier.channels.base import (
     TemporaryFailure,
 )
 from services.notifier.fallback import fall_back
-from services.notifier.last_look import hand_to_advocate, no_longer_wanted, put_off_until
+from services.notifier.last_look import (
+    hand_to_advocate,
+    no_longer_wanted,
+    preference_of,
+    put_off_until,
+)
 from services.notifier.rate_limit import SendRateLimiter
 from services.notifier.wording import due_text, words
 
@@ -160,7 +165,10 @@ async def _address_and_variables(
         "due_by_text": due_text(row.due_by, row.language),
         "fallback_text": await _fallback_text(session, row),
         "vrr": _vrr(event),
-        "survivor_message": await _survivor_message(session, row),
+        # What became of the survivor's own message: only advocates' messages say it.
+        "survivor_message": (
+            "none" if row.recipient_role == "survivor" else await _survivor_message(session, row)
+        ),
         "case_urn": case.urn,
         "event_type": event.type,
         "detail": row.detail,
@@ -172,7 +180,7 @@ async def _address_and_variables(
         variables["reply_text"] = inbound.body if inbound is not None else None
     if row.recipient_role == "survivor":
         survivor = await session.get_one(m.Survivor, row.survivor_id)
-        pref = (await current_preferences(session, [survivor.id])).get(survivor.id)
+        pref = await preference_of(session, survivor.id)
         name = survivor.preferred_name or (survivor.full_name or "").split(" ")[0]
         name = name or say["no_recipient_name"]
         variables["recipient_name"] = name
@@ -283,7 +291,7 @@ async def claim(
             subject, body = rendered.subject, rendered.body
             language, version = rendered.language, rendered.template_version
         assert row.channel is not None
-        first = await _first_attempt_at(session, row) or now
+        first = (await _first_attempt_at(session, row) if row.attempts else None) or now
         row.status = check_transition(row.status, Status.SENDING)
         row.attempts += 1
         row.updated_at = now
@@ -453,7 +461,9 @@ async def _record_result(rt: Runtime, claimed: Claim, outcome: Outcome) -> str:
                 row.provider_ref = result.provider_ref
                 row.sent_at = row.sent_at or result.at
                 if row.status == Status.SENDING:
-                    if result.delivered:
+                    # An e-mail accepted by the receiving server is the best evidence SMTP
+                    # gives (it has no delivery receipts): the compliance clock stops there.
+                    if result.delivered or msg.channel == "email":
                         row.informed_at = row.informed_at or result.at
                     _finish(
                         session,

@@ -28,11 +28,20 @@ PASS_ON_TEMPLATE = "advocate_pass_on_update"
 log = get_logger(ACTOR)
 
 
+async def preference_of(session: AsyncSession, survivor_id: int) -> m.ContactPreference | None:
+    """The survivor's current preferences, asked once per transaction (the notifier only reads
+    them while it claims a message)."""
+    memo: dict[int, m.ContactPreference | None] = session.info.setdefault("carehub.prefs", {})
+    if survivor_id not in memo:
+        memo[survivor_id] = (await current_preferences(session, [survivor_id])).get(survivor_id)
+    return memo[survivor_id]
+
+
 async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: datetime) -> str | None:
     """Why this survivor's message must not go now, or None if it still may."""
     if row.recipient_role != "survivor" or row.survivor_id is None:
         return None
-    pref = (await current_preferences(session, [row.survivor_id])).get(row.survivor_id)
+    pref = await preference_of(session, row.survivor_id)
     if pref is None:
         return "no_contact_preferences"
     if pref.opted_out:
@@ -59,7 +68,7 @@ async def put_off_until(
     wins: a message that would miss it by waiting goes now (rule 14)."""
     if row.recipient_role != "survivor" or row.survivor_id is None:
         return None
-    pref = (await current_preferences(session, [row.survivor_id])).get(row.survivor_id)
+    pref = await preference_of(session, row.survivor_id)
     if pref is None:
         return None
     later = next_safe_instant(
