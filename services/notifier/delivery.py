@@ -350,6 +350,43 @@ def _sender(channel: DeliveryChannel) -> str | None:
     return sender if isinstance(sender, str) else None
 
 
+async def _ours(
+    rt: Runtime, msg: OutgoingMessage, candidates: list[SendResult]
+) -> SendResult | None:
+    """Which of the provider's matching messages is this notification's, if any.
+
+    The same words can go to the same person twice (two updates a minute apart), so a message
+    another notification already recorded as its own is never taken for this one. One
+    recipient's notifications are sent in order by one consumer (the `notifications.due` key),
+    so two resumes never race for the same message.
+    """
+    if not candidates:
+        return None
+    refs = [c.provider_ref for c in candidates]
+    async with rt.sessions() as session:
+        taken = set(
+            (
+                await session.scalars(
+                    select(m.DeliveryAttempt.provider_ref).where(
+                        m.DeliveryAttempt.provider_ref.in_(refs),
+                        m.DeliveryAttempt.notification_id != msg.notification_id,
+                    )
+                )
+            ).all()
+        )
+        taken |= set(
+            (
+                await session.scalars(
+                    select(m.Notification.provider_ref).where(
+                        m.Notification.provider_ref.in_(refs),
+                        m.Notification.id != msg.notification_id,
+                    )
+                )
+            ).all()
+        )
+    return next((c for c in candidates if c.provider_ref not in taken), None)
+
+
 async def _send_with_retries(
     rt: Runtime,
     channel: DeliveryChannel,
@@ -360,7 +397,7 @@ async def _send_with_retries(
     msg = claimed.message
     if claimed.resume:
         try:
-            found = await channel.lookup(msg, claimed.since)
+            found = await _ours(rt, msg, await channel.lookup(msg, claimed.since))
         except ChannelFailure:
             return Outcome(lookup_failed=True)
         if found is not None:
@@ -381,7 +418,7 @@ async def _send_with_retries(
                     metrics.SEND_RETRIES.labels(msg.channel).inc()
                     if channel.verifiable:
                         # A timeout may have reached the provider after all: ask first.
-                        found = await channel.lookup(msg, attempt_started)
+                        found = await _ours(rt, msg, await channel.lookup(msg, attempt_started))
                         if found is not None:
                             return Outcome(result=found)
                 if limiter is not None and sender is not None:

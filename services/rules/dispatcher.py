@@ -15,7 +15,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 from fastapi import FastAPI
-from sqlalchemy import or_, select
+from sqlalchemy import false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, metrics
@@ -164,13 +164,18 @@ async def redrive(rt: Runtime) -> dict[str, int]:
         refs = [CaseEventRef(e.id, e.source, e.event_id, e.type, e.urn) for e in events]
         for e in events:
             e.published_at = now
+        # While the notifier is working through a backlog (it began a send lately), queued rows
+        # are waiting their turn, not lost: publishing them again would only add duplicates.
+        last_send = await session.scalar(select(func.max(m.DeliveryAttempt.started_at)))
+        notifier_busy = last_send is not None and last_send >= cutoff
         stale = (
             await session.scalars(
                 select(m.Notification)
                 .where(
                     or_(
                         (m.Notification.status == Status.QUEUED)
-                        & (m.Notification.queued_at < cutoff),
+                        & (m.Notification.queued_at < cutoff)
+                        & (false() if notifier_busy else true()),
                         # A send cut off by a crash, or a provider lookup that failed: the
                         # notifier asks the provider before it sends again.
                         (m.Notification.status == Status.SENDING)

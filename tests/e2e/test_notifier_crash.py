@@ -37,8 +37,8 @@ from tests.e2e.processes import CarehubProcess, base_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
 
-SURVIVORS = 300
-PER_SURVIVOR = 1
+SURVIVORS = 100
+PER_SURVIVOR = 3  # the same words to the same number, three times
 MESSAGES = SURVIVORS * PER_SURVIVOR
 KILLS = 5
 SENDER = "+447700900001"

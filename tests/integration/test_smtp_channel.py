@@ -186,7 +186,7 @@ async def test_message_id_is_the_same_on_every_attempt(smtp_server: ServerFactor
     assert first.provider_ref == second.provider_ref
     ids = {parsed(content)["Message-ID"] for _, _, content in handler.envelopes}
     assert ids == {first.provider_ref}
-    assert await smtp.lookup(MESSAGE, NOW) is None
+    assert await smtp.lookup(MESSAGE, NOW) == []
     await smtp.close()
 
 

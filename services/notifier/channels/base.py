@@ -47,9 +47,10 @@ class DeliveryChannel(Protocol):
         `AmbiguousFailure` if it fails."""
         ...
 
-    async def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
-        """What the provider holds of this message from an attempt begun at `since` (after a
-        crash), or None if it has nothing."""
+    async def lookup(self, message: OutgoingMessage, since: datetime) -> list[SendResult]:
+        """Messages the provider holds to this address with these words, sent at or after
+        `since`, newest first (empty if none). The same words can go to the same person more
+        than once (two updates), so the caller decides which, if any, is this notification's."""
         ...
 
     async def close(self) -> None:

@@ -87,20 +87,22 @@ class OutboxChannel:
         with open(self.directory / JOURNAL, "a", encoding="utf-8") as journal:
             journal.write(f"{notification_id} {document['written_at']}\n")
 
-    async def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
+    async def lookup(self, message: OutgoingMessage, since: datetime) -> list[SendResult]:
         notification_id = message.notification_id
         path = self.path_for(notification_id)
         try:
             written = json.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
         except (FileNotFoundError, ValueError):
-            return None
+            return []
         at = datetime.fromisoformat(str(written.get("written_at")).replace("Z", "+00:00"))
-        return SendResult(
-            provider_ref=f"outbox:{notification_id}",
-            delivered=True,
-            at=at,
-            provider_status="written",
-        )
+        return [
+            SendResult(
+                provider_ref=f"outbox:{notification_id}",
+                delivered=True,
+                at=at,
+                provider_status="written",
+            )
+        ]
 
     async def close(self) -> None:
         return None

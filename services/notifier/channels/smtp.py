@@ -444,9 +444,9 @@ class SmtpChannel:
 
     # -- the rest of the interface ----------------------------------------------------------
 
-    async def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
+    async def lookup(self, message: OutgoingMessage, since: datetime) -> list[SendResult]:
         """SMTP keeps no record we could ask for."""
-        return None
+        return []
 
     async def close(self) -> None:
         """Nothing to release: every send opens and closes its own connection."""

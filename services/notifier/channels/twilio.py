@@ -157,8 +157,9 @@ class TwilioChannel:
             provider_status=str(created.status) if created.status else None,
         )
 
-    async def lookup(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
-        """Ask Twilio for a message to this number, begun at or after `since`, with this body."""
+    async def lookup(self, message: OutgoingMessage, since: datetime) -> list[SendResult]:
+        """Ask Twilio for messages to this number with this body, created at or after `since`
+        (less a little clock skew), newest first."""
         body = sms.sanitise(message.body)
         try:
             found = await self._api().messages.list_async(
@@ -168,16 +169,18 @@ class TwilioChannel:
             raise _failure(exc) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise TemporaryFailure("lookup_failed", provider_status=type(exc).__name__) from None
-        for item in found:
-            created = item.date_created
-            if item.body == body and (created is None or created >= since - timedelta(minutes=5)):
-                return SendResult(
-                    provider_ref=str(item.sid),
-                    delivered=item.status == "delivered",
-                    at=created or since,
-                    provider_status=str(item.status) if item.status else None,
-                )
-        return None
+        matches = [
+            SendResult(
+                provider_ref=str(item.sid),
+                delivered=item.status == "delivered",
+                at=item.date_created or since,
+                provider_status=str(item.status) if item.status else None,
+            )
+            for item in found
+            if item.body == body
+            and (item.date_created is None or item.date_created >= since - timedelta(minutes=1))
+        ]
+        return sorted(matches, key=lambda r: r.at, reverse=True)
 
     async def close(self) -> None:
         client = self._client
