@@ -90,3 +90,50 @@ async def test_an_event_recorded_but_never_published_is_redriven(
         async with stack.runtime.sessions() as session:
             row = await session.scalar(select(m.CaseEvent).where(m.CaseEvent.event_id == "lost2"))
         assert row is not None and row.processed_at is not None and row.published_at is not None
+
+
+async def test_a_queued_notification_the_broker_lost_is_sent_once_the_notifier_is_idle(
+    make_settings: Any, database_url: str, broker: EmbeddedBroker
+) -> None:
+    settings = make_settings(
+        database_url=database_url, kafka_bootstrap=broker.bootstrap, redrive_after_s=2
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        await seed_team(stack)
+        event = crime_recorded("01AB1234524", "q1")
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            assert (await client.post("/v1/events", json=event, headers=CE)).status_code == 202
+        first = await wait_for_files(settings.resolved_outbox_dir, 2)
+        # As if the dispatcher queued a copy and the broker lost the record: a queued row that
+        # no `notifications.due` record will ever carry.
+        async with stack.runtime.sessions.begin() as session:
+            original = await session.scalar(
+                select(m.Notification).where(m.Notification.recipient_role == "survivor")
+            )
+            assert original is not None
+            now = stack.runtime.clock.now()
+            lost = m.Notification(
+                **{
+                    c.key: getattr(original, c.key)
+                    for c in m.Notification.__table__.columns
+                    if c.key not in ("id", "status", "queued_at", "provider_ref", "attempts")
+                },
+                id="00000000-0000-5000-8000-00000000a001",
+                status="queued",
+                queued_at=now,
+                attempts=0,
+            )
+            lost.rule = original.rule + ".copy"
+            session.add(lost)
+        files = await wait_for_files(settings.resolved_outbox_dir, len(first) + 1, timeout=30)
+        assert "00000000-0000-5000-8000-00000000a001" in {f["notification_id"] for f in files}
+        async with stack.runtime.sessions() as session:
+            actions = (
+                await session.scalars(
+                    select(m.AuditEntry.action).where(
+                        m.AuditEntry.notification_id == "00000000-0000-5000-8000-00000000a001"
+                    )
+                )
+            ).all()
+        assert "notification.redriven" in actions
+        assert actions.count("notification.delivered") == 1
