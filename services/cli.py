@@ -167,21 +167,62 @@ def _find_stack(settings: Settings) -> str:
         raise AssertionError from None
 
 
+class Feed(StrEnum):
+    police = "police"
+    cps = "cps"
+    court = "court"
+    probation = "probation"
+
+
+class FileFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
 @app.command("ingest")
 def ingest_file(
-    file: Path = typer.Argument(..., help="A JSON-lines file of CloudEvents."),
+    file: Path = typer.Argument(..., help="A file drop: JSON lines, or CSV with --feed."),
+    feed: Feed | None = typer.Option(
+        None, "--feed", help="The upstream feed the file comes from (native formats, signed)."
+    ),
+    file_format: FileFormat | None = typer.Option(
+        None, "--format", help="jsonl or csv (default: by the file's extension)."
+    ),
     url: str | None = typer.Option(None, help="Base URL of ingest (default: from var/run.json)."),
     batch_size: int = typer.Option(100, min=1, max=500),
 ) -> None:
-    """Send a JSON-lines file of CloudEvents to the running stack."""
+    """Send a file drop to the running stack; the JSON summary is the last line."""
     settings = settings_or_exit()
     base = url or _find_stack(settings)
     if not file.is_file():
         fail(f"cannot read {file}: no such file")
-    from services.ingest.client import send_file
+    secret: str | None = None
+    if feed is not None:
+        from services.ingest.feeds import feed_secret
+
+        secret = feed_secret(settings, feed.value)
+        if secret is None:
+            fail(f"CAREHUB_FEED_SECRET_{feed.value.upper()} is not set: the feed signs its records")
+    from services.ingest.client import Progress, send_file
 
     try:
-        counts = asyncio.run(send_file(base, file, batch_size=batch_size, progress=err))
+        counts = asyncio.run(
+            send_file(
+                base,
+                file,
+                feed=feed.value if feed else None,
+                secret=secret,
+                file_format=file_format.value if file_format else None,
+                batch_size=batch_size,
+                progress=Progress(file.stat().st_size),
+            )
+        )
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    except PermissionError as exc:
+        fail(str(exc))
+        return
     except OSError as exc:
         fail(f"cannot reach ingest at {base}: {type(exc).__name__}")
         return
@@ -342,6 +383,125 @@ def twilio_standin(
             await _wait_for_signal()
 
     _run_async(main)
+
+
+dlq_app = typer.Typer(help="Rejected records: list them, replay them.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@dlq_app.command("list")
+def dlq_list(
+    output: ListFormat = typer.Option(ListFormat.table, "--format", help="table or json."),
+    include_resolved: bool = typer.Option(False, "--all", help="Also those replayed since."),
+    limit: int = typer.Option(1000, min=1),
+) -> None:
+    """Rejected records with their reasons (never their contents); JSON summary last."""
+    from services.core.db.engine import session_factory
+    from services.ingest.dlq import describe, list_rejected
+
+    settings = settings_or_exit()
+    rows: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            async with session_factory(engine)() as session:
+                found = await list_rejected(session, include_resolved=include_resolved, limit=limit)
+                rows.extend(describe(r) for r in found)
+        finally:
+            await engine.dispose()
+
+    _run_async(main)
+    if output is ListFormat.json:
+        result({"records": rows, "count": len(rows)})
+        return
+    err(f"{'id':>6}  {'received':20}  {'way in':7}  {'feed':9}  {'reason':24}  first error")
+    for row in rows:
+        first = row["errors"][0] if row["errors"] else {"pointer": "", "message": ""}
+        err(
+            f"{row['id']:>6}  {row['received_at'][:19]:20}  {row['way_in']:7}  "
+            f"{(row['feed'] or '-'):9}  {row['reason'][:24]:24}  "
+            f"{first['pointer'] or '/'} {first['message']}"
+        )
+    result({"count": len(rows)})
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    record_id: int | None = typer.Argument(None, help="The rejected record to replay."),
+    replay_all: bool = typer.Option(False, "--all", help="Every record not yet replayed."),
+) -> None:
+    """Validate rejected records again (after an upstream fix) and record what now passes."""
+    from services.core.db.engine import session_factory
+    from services.core.db.models import RejectedRecord
+    from services.core.kafka import make_broker
+    from services.core.records import CaseEventRef
+    from services.core.topics import CASE_EVENTS
+    from services.ingest.dlq import list_rejected, replay
+
+    if (record_id is None) == (not replay_all):
+        fail("give one record id, or --all")
+    settings = settings_or_exit()
+    summary = {"replayed": 0, "accepted": 0, "duplicates": 0, "still_rejected": 0}
+
+    async def main() -> None:
+        from datetime import timedelta
+
+        from services.core.clock import clock_from_settings
+
+        engine = make_engine(settings.resolved_database_url)
+        refs: list[CaseEventRef] = []
+        try:
+            async with session_factory(engine).begin() as session:
+                if replay_all:
+                    rows = await list_rejected(session)
+                else:
+                    one = await session.get(RejectedRecord, record_id)
+                    if one is None:
+                        fail(f"no rejected record {record_id}")
+                        return
+                    rows = [one]
+                now = clock_from_settings(settings.clock_file).now()
+                skew = timedelta(seconds=settings.event_time_skew_s)
+                for row in rows:
+                    outcomes = await replay(session, row, now=now, max_skew=skew)
+                    summary["replayed"] += 1
+                    for o in outcomes:
+                        key = {"accepted": "accepted", "duplicate": "duplicates"}.get(
+                            o.status, "still_rejected"
+                        )
+                        summary[key] += 1
+                        if o.status == "accepted" and o.event and o.case_event_id:
+                            refs.append(
+                                CaseEventRef(
+                                    o.case_event_id,
+                                    o.event.source,
+                                    o.event.id,
+                                    o.event.type,
+                                    o.event.subject,
+                                )
+                            )
+        finally:
+            await engine.dispose()
+        if refs:
+            # Straight to the rules; if the broker is not reachable, the re-drive publishes them.
+            broker = make_broker(settings)
+            try:
+                await broker.connect()
+                for ref in refs:
+                    await broker.publish(ref.encode(), CASE_EVENTS.name, key=ref.subject.encode())
+            except Exception as exc:  # noqa: BLE001
+                err(f"carehub: not published now ({type(exc).__name__}); the re-drive will")
+            finally:
+                await broker.stop()
+
+    _run_async(main)
+    result(summary)
 
 
 bench_app = typer.Typer(help="Benchmarks: figures as JSON on the last line.", no_args_is_help=True)

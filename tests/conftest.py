@@ -126,6 +126,8 @@ async def ingest_stack(
     from services import ingest
     from services.core.runner import running_stack
 
-    settings = make_settings(database_url=database_url, kafka_bootstrap=broker.bootstrap)
+    settings = make_settings(
+        database_url=database_url, kafka_bootstrap=broker.bootstrap, ingest_feed_topics=False
+    )
     async with running_stack(settings, [ingest], own_broker=False) as running:
         yield running

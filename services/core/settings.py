@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # (an unpublished event, a queued notification nobody sent) is re-driven.
     redrive_after_s: int = Field(default=60, ge=1)
 
+    # Ingest consumes the feeds.* topics (police, CPS, court, probation records).
+    ingest_feed_topics: bool = True
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=500, ge=1)
     event_time_skew_s: int = Field(default=300, ge=0)

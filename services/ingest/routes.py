@@ -1,4 +1,7 @@
-"""`POST /v1/events`: canonical CloudEvents, one or a batch.
+"""`POST /v1/events`: canonical CloudEvents, one or a batch; `POST /v1/feeds/{feed}/events`:
+one upstream feed's records (canonical or its native format), signed with the feed's secret
+(`X-Carehub-Timestamp`, `X-Carehub-Signature: sha256=HMAC(secret, timestamp + "." + body)`; a
+bad signature or a timestamp more than 300 s off gets 401 and is never processed).
 
 Answers: 202 accepted, 200 {"status": "duplicate"}, 422 {"errors": [...]} for an invalid event,
 409 for a conflicting duplicate (same source and id, different payload; kept in the DLQ), and
@@ -8,6 +11,7 @@ Answers: 202 accepted, 200 {"status": "duplicate"}, 422 {"errors": [...]} for an
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +23,8 @@ from services.core.cloudevents import FieldError
 from services.core.logs import get_logger
 from services.core.records import CaseEventRef
 from services.core.runtime import Runtime
+from services.ingest.adapters import FEEDS
+from services.ingest.feeds import feed_secret, ingest_records, signature_problem
 from services.ingest.publishing import publish_events, publish_rejections
 from services.ingest.recording import Outcome, record_event, reject
 
@@ -42,15 +48,9 @@ def router(rt: Runtime) -> APIRouter:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in ACCEPTED_TYPES:
             return _error(415, "", f"content type must be one of {', '.join(ACCEPTED_TYPES)}")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
-            return _error(413, "", f"body is larger than {settings.max_request_bytes} bytes")
-        buffer = bytearray()
-        async for chunk in request.stream():
-            buffer += chunk
-            if len(buffer) > settings.max_request_bytes:
-                return _error(413, "", f"body is larger than {settings.max_request_bytes} bytes")
-        body = bytes(buffer)
+        body = await _read_body(request, settings.max_request_bytes)
+        if isinstance(body, JSONResponse):
+            return body
         now = rt.clock.now()
         try:
             parsed: Any = json.loads(body)
@@ -84,25 +84,74 @@ def router(rt: Runtime) -> APIRouter:
                         session, item, original, now=now, way_in="http", max_skew=skew
                     )
                 )
-        await _after_commit(rt, outcomes)
+        await after_commit(rt, outcomes)
         if not is_batch:
             result = outcomes[0]
             return JSONResponse(result.as_json(), STATUS_CODES[result.status])
-        counts = {status: 0 for status in STATUS_CODES}
-        for result in outcomes:
-            counts[result.status] += 1
-        return JSONResponse(
-            {
-                "results": [{"index": i, **o.as_json()} for i, o in enumerate(outcomes)],
-                "counts": counts,
-            },
-            207,
+        return _batch_response(outcomes)
+
+    @api.post("/v1/feeds/{feed}/events")
+    async def post_feed(feed: str, request: Request) -> JSONResponse:
+        """Records from one upstream feed, signed with that feed's own secret."""
+        if feed not in FEEDS:
+            return _error(404, "", f"unknown feed; feeds are {', '.join(FEEDS)}")
+        secret = feed_secret(settings, feed)
+        if secret is None:
+            return _error(403, "", f"the {feed} feed has no secret configured")
+        body = await _read_body(request, settings.max_request_bytes)
+        if isinstance(body, JSONResponse):
+            return body
+        now = rt.clock.now()
+        problem = signature_problem(
+            secret,
+            request.headers.get("x-carehub-timestamp"),
+            request.headers.get("x-carehub-signature"),
+            body,
+            time.time(),
         )
+        if problem is not None:
+            metrics.EVENTS_INGESTED.labels("unauthorised").inc()
+            log.warning("feed.unauthorised", feed=feed)
+            return _error(401, "", problem)
+        async with rt.sessions.begin() as session:
+            outcomes = await ingest_records(
+                session, feed, body, now=now, way_in="http", max_skew=skew
+            )
+        await after_commit(rt, outcomes)
+        if len(outcomes) == 1 and not body.lstrip().startswith(b"["):
+            result = outcomes[0]
+            return JSONResponse(result.as_json(), STATUS_CODES[result.status])
+        return _batch_response(outcomes)
 
     return api
 
 
-async def _after_commit(rt: Runtime, outcomes: list[Outcome]) -> None:
+def _batch_response(outcomes: list[Outcome]) -> JSONResponse:
+    counts = {status: 0 for status in STATUS_CODES}
+    for result in outcomes:
+        counts[result.status] += 1
+    return JSONResponse(
+        {
+            "results": [{"index": i, **o.as_json()} for i, o in enumerate(outcomes)],
+            "counts": counts,
+        },
+        207,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return _error(413, "", f"body is larger than {limit} bytes")
+    buffer = bytearray()
+    async for chunk in request.stream():
+        buffer += chunk
+        if len(buffer) > limit:
+            return _error(413, "", f"body is larger than {limit} bytes")
+    return bytes(buffer)
+
+
+async def after_commit(rt: Runtime, outcomes: list[Outcome]) -> None:
     refs = [
         CaseEventRef(o.case_event_id, o.event.source, o.event.id, o.event.type, o.event.subject)
         for o in outcomes

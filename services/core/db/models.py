@@ -189,6 +189,10 @@ class RejectedRecord(Base):
     errors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     original: Mapped[bytes] = mapped_column(ProtectedBytes())
     published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # `carehub dlq replay`: how often it was tried again, and when it finally went through.
+    replays: Mapped[int] = mapped_column(Integer, default=0)
+    replayed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    replay_outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class DecisionRow(Base):

@@ -1,4 +1,5 @@
-"""Delivery detail: what each attempt sent and what the provider said; a shared send rate.
+"""Delivery detail: what each attempt sent and what the provider said; a shared send rate;
+replays of rejected records.
 
 Inbound texts are kept (protected) for the advocate. Each attempt keeps the address and text
 it handed over (protected), so a notifier that crashed mid-send asks the provider about exactly
@@ -50,6 +51,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.add_column(sa.Column("inbound_id", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("rejected_records", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("replays", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.add_column(sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("replay_outcome", sa.String(length=16), nullable=True))
     op.create_table(
         "send_rates",
         sa.Column("sender", sa.String(length=128), nullable=False),
@@ -61,6 +66,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("send_rates")
     op.drop_table("inbound_messages")
+    with op.batch_alter_table("rejected_records", schema=None) as batch_op:
+        batch_op.drop_column("replay_outcome")
+        batch_op.drop_column("replayed_at")
+        batch_op.drop_column("replays")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_column("inbound_id")
     with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:

@@ -1,0 +1,103 @@
+"""The rejected records (`carehub dlq list`, `carehub dlq replay`).
+
+A replay runs the record's original bytes through the same mapping and validation as when it
+first came, never waving it through: once an upstream system or a rules version is fixed, what
+now passes is recorded (and published), and what still fails stays where it was with its new
+reason. Listing shows reasons and pointers only, never the record's contents.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core import audit
+from services.core.db import models as m
+from services.ingest.feeds import ingest_records
+from services.ingest.recording import Outcome, record_event
+
+ACTOR = "dlq"
+
+
+def describe(row: m.RejectedRecord) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "received_at": row.received_at.isoformat().replace("+00:00", "Z"),
+        "way_in": row.way_in,
+        "feed": row.feed,
+        "source": row.source,
+        "event_id": row.event_id,
+        "reason": row.reason_code,
+        "errors": row.errors,
+        "bytes": len(row.original or b""),
+        "replays": row.replays or 0,
+        "replayed_at": row.replayed_at.isoformat().replace("+00:00", "Z")
+        if row.replayed_at
+        else None,
+        "replay_outcome": row.replay_outcome,
+    }
+
+
+async def list_rejected(
+    session: AsyncSession, *, include_resolved: bool = False, limit: int = 1000
+) -> list[m.RejectedRecord]:
+    query = select(m.RejectedRecord).order_by(m.RejectedRecord.id).limit(limit)
+    if not include_resolved:
+        query = query.where(m.RejectedRecord.replayed_at.is_(None))
+    return list((await session.scalars(query)).all())
+
+
+async def replay(
+    session: AsyncSession, row: m.RejectedRecord, *, now: datetime, max_skew: timedelta
+) -> list[Outcome]:
+    """Offer the record again; return what became of it (only accepted/duplicate outcomes are
+    kept: a record that fails again stays this one row, with its new reason)."""
+    row.replays = (row.replays or 0) + 1
+    outcomes: list[Outcome] = []
+    nested = await session.begin_nested()
+    try:
+        if row.feed:
+            outcomes = await ingest_records(
+                session, row.feed, row.original, now=now, way_in="replay", max_skew=max_skew
+            )
+        else:
+            try:
+                parsed: Any = json.loads(row.original)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                parsed = None
+            outcomes = [
+                await record_event(
+                    session, parsed, row.original, now=now, way_in="replay", max_skew=max_skew
+                )
+            ]
+    except BaseException:
+        await nested.rollback()
+        raise
+    failed = [o for o in outcomes if o.status in ("invalid", "conflict")]
+    if failed:
+        # Nothing of a record that still fails is kept twice: undo, and note the new reason.
+        await nested.rollback()
+        row.errors = [{"pointer": e.pointer, "message": e.message} for e in failed[0].errors]
+        row.replay_outcome = failed[0].status
+        audit.record(
+            session, at=now, actor=ACTOR, action="rejected.replay_failed", rejected_id=row.id
+        )
+        return failed
+    await nested.commit()
+    row.replayed_at = now
+    row.replay_outcome = (
+        "accepted" if any(o.status == "accepted" for o in outcomes) else "duplicate"
+    )
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="rejected.replayed",
+        rejected_id=row.id,
+        outcome=row.replay_outcome,
+    )
+    return outcomes
