@@ -1,5 +1,8 @@
 """`carehub bench …`: measured performance, figures as JSON on the last line.
 
+`bench ingest`: native police records validated, recorded and published per second, from a
+file drop and over concurrent signed HTTP batches, on a throw-away PostgreSQL database.
+
 `bench notifier`: messages per second through the Twilio channel against the stand-in (in its
 own process, on the other core), rate limiting off. It seeds survivors with safe numbers and N
 due text messages in a throw-away PostgreSQL database, runs the dispatcher and the notifier on
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import secrets
@@ -285,3 +289,137 @@ async def bench_notifier(
         "cpus": os.cpu_count(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def write_police_file(path: Any, events: int, *, first_serial: int = 10000) -> int:
+    """A native police JSON-lines drop: per case one crime recorded (one victim), then arrests.
+
+    Fake data only: Ofcom drama-range numbers, example.org addresses, URNs 01BN<serial><yy>.
+    """
+    written = 0
+    with open(path, "w", encoding="utf-8") as out:
+        case = 0
+        while written < events:
+            urn = f"01BN{first_serial + case:05d}26"
+            base = {"source_system": "NICHE", "force_code": "01", "urn": urn}
+            out.write(
+                json.dumps(
+                    {
+                        **base,
+                        "record_type": "CRIME_RECORDED",
+                        "record_id": f"B{case}-CR",
+                        "occurrence_ref": f"CR-{case:07d}-26",
+                        "event_dt": "2026-11-02T09:30:00Z",
+                        "received_dt": "2026-11-02T09:45:00Z",
+                        "offence_group": "SXO",
+                        "parties": [
+                            {
+                                "party_ref": f"P-{case}",
+                                "party_role": "VICTIM",
+                                "forenames": "Sam",
+                                "surname": "Example",
+                                "mobile": FAKE_NUMBERS[case % len(FAKE_NUMBERS)],
+                                "ok_to_text": "Y",
+                                "consent_to_refer": "Y",
+                            }
+                        ],
+                    }
+                )
+                + "\n"
+            )
+            written += 1
+            for n in range(min(3, events - written)):
+                out.write(
+                    json.dumps(
+                        {
+                            **base,
+                            "record_type": "ARREST",
+                            "record_id": f"B{case}-ARR-{n}",
+                            "event_dt": "2026-11-03T14:05:00Z",
+                            "arrest_dt": "2026-11-03T13:50:00",
+                        }
+                    )
+                    + "\n"
+                )
+                written += 1
+            case += 1
+    return written
+
+
+async def bench_ingest(events: int, admin_dsn: str, concurrency: int) -> dict[str, Any]:
+    """Events validated, recorded and published per second: a file drop, then concurrent HTTP."""
+    import tempfile
+    from pathlib import Path
+
+    from services import ingest
+    from services.core.runner import running_stack
+    from services.ingest.client import send_file
+    from services.ingest.feeds import sign
+
+    secret = secrets.token_hex(16)
+    figures: dict[str, Any] = {"bench": "ingest", "events": events, "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        drop = Path(tmp) / "police.jsonl"
+        write_police_file(drop, events)
+        second = Path(tmp) / "police-http.jsonl"
+        write_police_file(second, events, first_serial=60000)
+        async with throwaway_database(admin_dsn) as database_url:
+            embedded = EmbeddedBroker(free_port())
+            await embedded.astart()
+            try:
+                settings = load_settings(
+                    database_url=database_url,
+                    kafka_bootstrap=embedded.bootstrap,
+                    http_port=0,
+                    var_dir=tmp,
+                    feed_secret_police=secret,
+                    ingest_feed_topics=False,
+                    log_level="WARNING",
+                )
+                async with running_stack(settings, [ingest], own_broker=False) as stack:
+                    started = time.perf_counter()
+                    counts = await send_file(
+                        stack.url, drop, feed="police", secret=secret, batch_size=500
+                    )
+                    file_s = time.perf_counter() - started
+                    figures["file"] = {
+                        **counts,
+                        "seconds": round(file_s, 3),
+                        "events_per_s": round(counts["accepted"] / file_s, 1),
+                    }
+                    lines = second.read_text().splitlines()
+                    batches = [lines[i : i + 500] for i in range(0, len(lines), 500)]
+                    accepted = 0
+                    slots = asyncio.Semaphore(concurrency)
+                    async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
+
+                        async def post(batch: list[str]) -> int:
+                            body = ("[" + ",".join(batch) + "]").encode()
+                            stamp = str(int(time.time()))
+                            async with slots:
+                                response = await client.post(
+                                    "/v1/feeds/police/events",
+                                    content=body,
+                                    headers={
+                                        "content-type": "application/json",
+                                        "x-carehub-timestamp": stamp,
+                                        "x-carehub-signature": sign(secret, stamp, body),
+                                    },
+                                )
+                            return int(response.json()["counts"]["accepted"])
+
+                        started = time.perf_counter()
+                        for n in await asyncio.gather(*(post(b) for b in batches)):
+                            accepted += n
+                        http_s = time.perf_counter() - started
+                    figures["http"] = {
+                        "accepted": accepted,
+                        "concurrency": concurrency,
+                        "seconds": round(http_s, 3),
+                        "events_per_s": round(accepted / http_s, 1),
+                    }
+            finally:
+                await embedded.astop()
+    figures["events_per_s"] = figures["file"]["events_per_s"]
+    figures["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return figures

@@ -537,6 +537,33 @@ def bench_notifier_command(
     result(figures)
 
 
+@bench_app.command("ingest")
+def bench_ingest_command(
+    events: int = typer.Option(5000, "--events", min=1, help="Records in each run."),
+    concurrency: int = typer.Option(4, min=1, help="HTTP batches in flight at once."),
+    pg_admin: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "--pg-admin",
+        help="A PostgreSQL server to create the throw-away database on.",
+    ),
+) -> None:
+    """Native records recorded and published per second: a file drop, then HTTP."""
+    from services.bench import bench_ingest
+
+    configure_logging("WARNING")
+    figures: dict[str, Any] = {}
+
+    async def main() -> None:
+        figures.update(await bench_ingest(events, pg_admin, concurrency))
+
+    _run_async(main)
+    err(
+        f"file: {figures['file']['events_per_s']} events/s; "
+        f"HTTP: {figures['http']['events_per_s']} events/s"
+    )
+    result(figures)
+
+
 @app.command("templates")
 def templates_command(
     markdown: bool = typer.Option(True, "--markdown", help="Print docs/templates.md."),

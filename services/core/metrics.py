@@ -36,4 +36,8 @@ CONSUMER_BATCH = Histogram(
     ["consumer"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
+PARKED_TOO_LONG = Gauge(
+    "carehub_events_parked_too_long",
+    "Case events waiting for their case longer than CAREHUB_PARKED_ALERT_AFTER_S",
+)
 READY = Gauge("carehub_ready", "1 when this process is ready to serve")

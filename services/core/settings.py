@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Work recorded in the database but not carried by the broker within this many seconds
     # (an unpublished event, a queued notification nobody sent) is re-driven.
     redrive_after_s: int = Field(default=60, ge=1)
+    # An event parked for want of its case (a court event before the police record) is raised
+    # to operations after this long.
+    parked_alert_after_s: int = Field(default=86_400, ge=1)
 
     # Ingest consumes the feeds.* topics (police, CPS, court, probation records).
     ingest_feed_topics: bool = True

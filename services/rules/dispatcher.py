@@ -211,6 +211,56 @@ async def redrive(rt: Runtime) -> dict[str, int]:
     return {"events": len(refs), "notifications": len(due)}
 
 
+async def alert_parked(rt: Runtime) -> int:
+    """Raise to operations each event parked for want of its case longer than
+    `CAREHUB_PARKED_ALERT_AFTER_S` (a court event whose police record never came): one warning
+    and one audit row per event, and the gauge of how many are waiting that long."""
+    now = rt.clock.now()
+    cutoff = now - timedelta(seconds=rt.settings.parked_alert_after_s)
+    async with rt.sessions.begin() as session:
+        waiting = (
+            await session.scalars(
+                select(m.CaseEvent)
+                .where(
+                    m.CaseEvent.status == EventStatus.AWAITING_CONTEXT,
+                    m.CaseEvent.received_at < cutoff,
+                )
+                .order_by(m.CaseEvent.id)
+                .limit(rt.settings.dispatch_batch_size)
+            )
+        ).all()
+        metrics.PARKED_TOO_LONG.set(len(waiting))
+        if not waiting:
+            return 0
+        told = set(
+            (
+                await session.scalars(
+                    select(m.AuditEntry.case_event_id).where(
+                        m.AuditEntry.action == "event.parked_too_long",
+                        m.AuditEntry.case_event_id.in_([e.id for e in waiting]),
+                    )
+                )
+            ).all()
+        )
+        fresh = [e for e in waiting if e.id not in told]
+        for event in fresh:
+            audit.record(
+                session,
+                at=now,
+                actor=ACTOR,
+                action="event.parked_too_long",
+                case_event_id=event.id,
+                type=event.type,
+            )
+            log.warning(
+                "event.parked_too_long",
+                case_event_id=event.id,
+                type=event.type,
+                waiting_s=int((now - event.received_at).total_seconds()),
+            )
+    return len(fresh)
+
+
 async def run_loop(rt: Runtime) -> None:
     interval = rt.settings.dispatch_interval_ms / 1000
     next_redrive: datetime | None = None
@@ -220,6 +270,7 @@ async def run_loop(rt: Runtime) -> None:
         now = rt.clock.now()
         if next_redrive is None or now >= next_redrive:
             await redrive(rt)
+            await alert_parked(rt)
             next_redrive = now + timedelta(seconds=max(1, rt.settings.redrive_after_s // 4))
         if released < rt.settings.dispatch_batch_size:
             await asyncio.sleep(interval)

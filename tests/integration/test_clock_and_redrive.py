@@ -137,3 +137,52 @@ async def test_a_queued_notification_the_broker_lost_is_sent_once_the_notifier_i
             ).all()
         assert "notification.redriven" in actions
         assert actions.count("notification.delivered") == 1
+
+
+async def test_an_event_parked_too_long_for_its_case_is_raised_once(
+    make_settings: Any, database_url: str, broker: EmbeddedBroker, clock_file: Path
+) -> None:
+    settings = make_settings(
+        database_url=database_url,
+        kafka_bootstrap=broker.bootstrap,
+        parked_alert_after_s=3600,
+        redrive_after_s=2,  # the dispatcher looks every second
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        event = arrested_for("01ZZ1234524", "orphan1")
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            assert (await client.post("/v1/events", json=event, headers=CE)).status_code == 202
+
+        async def alerts() -> list[str]:
+            async with stack.runtime.sessions() as session:
+                return list(
+                    (
+                        await session.scalars(
+                            select(m.AuditEntry.action).where(
+                                m.AuditEntry.action.in_(
+                                    ("event.awaiting_context", "event.parked_too_long")
+                                )
+                            )
+                        )
+                    ).all()
+                )
+
+        for _ in range(100):
+            if await alerts():
+                break
+            await asyncio.sleep(0.1)
+        assert await alerts() == ["event.awaiting_context"]
+        # Two hours on, the case has still not come: operations hear of it, once.
+        write_clock_file(clock_file, datetime(2026, 11, 18, 13, 0, tzinfo=UTC), ticking=True)
+        for _ in range(100):
+            if "event.parked_too_long" in await alerts():
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        assert sorted(await alerts()) == ["event.awaiting_context", "event.parked_too_long"]
+
+
+def arrested_for(urn: str, event_id: str) -> dict[str, Any]:
+    from tests.integration.test_pipeline import arrested
+
+    return arrested(urn, event_id)

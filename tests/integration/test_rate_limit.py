@@ -16,8 +16,7 @@ async def test_two_processes_share_one_senders_rate(database_url: str) -> None:
         await upgrade(engines[0])
         is_sqlite = database_url.startswith("sqlite")
         limiters = [
-            SendRateLimiter(session_factory(e), per_second=20, is_sqlite=is_sqlite)
-            for e in engines
+            SendRateLimiter(session_factory(e), per_second=20, is_sqlite=is_sqlite) for e in engines
         ]
         started = time.time()
         slots = await asyncio.gather(

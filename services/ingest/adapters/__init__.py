@@ -4,7 +4,7 @@ Pure functions, one module per feed format (``police``, ``cps``, ``court``, ``pr
 I/O, no database, no broker. A record is either mapped in full to a canonical CloudEvent (which
 ingest then checks with ``validate_event``) or refused with an :class:`AdapterError` carrying a
 stable reason code and pointers into the native record, never a value from it. The formats are
-described in ``FORMATS.md`` here and in ``schemas/feeds/``.
+described in ``docs/feeds.md`` and in ``schemas/feeds/``.
 """
 
 from __future__ import annotations

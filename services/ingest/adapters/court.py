@@ -1,8 +1,8 @@
 """The court and witness care feed: listings, bail, warrants, witnesses, verdicts, sentences
 and appeals.
 
-Record types and the canonical events they become are listed in ``FORMATS.md`` next to this
-module; the JSON Schema is ``schemas/feeds/court.schema.json``.
+Record types and the canonical events they become are listed in ``docs/feeds.md``; the JSON
+Schema is ``schemas/feeds/court.schema.json``.
 """
 
 from __future__ import annotations

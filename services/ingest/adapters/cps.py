@@ -1,7 +1,7 @@
 """The CPS case management feed: charging decisions, discontinuance, altered charges, reviews.
 
-Record types and the canonical events they become are listed in ``FORMATS.md`` next to this
-module; the JSON Schema is ``schemas/feeds/cps.schema.json``.
+Record types and the canonical events they become are listed in ``docs/feeds.md``; the JSON
+Schema is ``schemas/feeds/cps.schema.json``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The police case-update export: one record per change to a crime, its suspect or its outcome.
 
-Record types and the canonical events they become are listed in ``FORMATS.md`` next to this
-module; the JSON Schema is ``schemas/feeds/police.schema.json``.
+Record types and the canonical events they become are listed in ``docs/feeds.md``; the JSON
+Schema is ``schemas/feeds/police.schema.json``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The probation victim liaison feed: Victim Contact Scheme eligibility, release and recall.
 
-Record types and the canonical events they become are listed in ``FORMATS.md`` next to this
-module; the JSON Schema is ``schemas/feeds/probation.schema.json``.
+Record types and the canonical events they become are listed in ``docs/feeds.md``; the JSON
+Schema is ``schemas/feeds/probation.schema.json``.
 """
 
 from __future__ import annotations
