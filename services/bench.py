@@ -307,7 +307,7 @@ def write_police_file(path: Any, events: int, *, first_serial: int = 10000) -> i
                     {
                         **base,
                         "record_type": "CRIME_RECORDED",
-                        "record_id": f"B{case}-CR",
+                        "record_id": f"B{first_serial + case}-CR",
                         "occurrence_ref": f"CR-{case:07d}-26",
                         "event_dt": "2026-11-02T09:30:00Z",
                         "received_dt": "2026-11-02T09:45:00Z",
@@ -334,7 +334,7 @@ def write_police_file(path: Any, events: int, *, first_serial: int = 10000) -> i
                         {
                             **base,
                             "record_type": "ARREST",
-                            "record_id": f"B{case}-ARR-{n}",
+                            "record_id": f"B{first_serial + case}-ARR-{n}",
                             "event_dt": "2026-11-03T14:05:00Z",
                             "arrest_dt": "2026-11-03T13:50:00",
                         }
