@@ -132,6 +132,8 @@ class ContactPreference(Base):
     reason_code: Mapped[str] = mapped_column(String(48))
     reason_note: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     phone: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    # Keyed blind index of `phone` (HMAC-SHA256 hex): how an inbound text finds its survivor.
+    phone_index: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     email: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     postal_address: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     sms_safe: Mapped[bool] = mapped_column(Boolean, default=False)
