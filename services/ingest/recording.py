@@ -281,7 +281,18 @@ async def _record_party(
                 # it lapses unless the advocate confirms it with the survivor (rule 1).
                 sms_safe_review_by=review_by,
                 email_safe_review_by=review_by,
-                language=contact.get("language") or "en",
+                language=contact.get("language") or _flagged_language(party) or "en",
                 timezone=contact.get("timezone") or "Europe/London",
             )
         )
+
+
+def _flagged_language(party: dict[str, Any]) -> str | None:
+    """A language the police flagged (`language:pl`) that we cannot write in yet: kept as the
+    survivor's choice, so the notifier writes in English and tells their advocate (rule 8)."""
+    for flag in party.get("flags") or ():
+        if isinstance(flag, str) and flag.startswith("language:"):
+            code = flag.split(":", 1)[1].strip().lower()
+            if 2 <= len(code) <= 3 and code.isalpha():
+                return code
+    return None

@@ -43,7 +43,7 @@ from services.notifier.channels.base import (
     SendResult,
     TemporaryFailure,
 )
-from services.notifier.fallback import fall_back
+from services.notifier.fallback import fall_back, preference_not_met
 from services.notifier.last_look import (
     hand_to_advocate,
     no_longer_wanted,
@@ -290,6 +290,9 @@ async def claim(
                 return None
             subject, body = rendered.subject, rendered.body
             language, version = rendered.language, rendered.template_version
+            if row.recipient_role == "survivor" and language != row.language:
+                # Their language has no templates yet: English goes, and a person is told.
+                await preference_not_met(session, row, case, f"language_{row.language}", now)
         assert row.channel is not None
         first = (await _first_attempt_at(session, row) if row.attempts else None) or now
         row.status = check_transition(row.status, Status.SENDING)

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_preferences
+from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
 from services.core.domain import notification_id
 from services.core.logs import get_logger
+from services.core.rendering import catalogue
 from services.core.states import Status
 from services.notifier.last_look import hand_to_advocate
 
@@ -133,3 +134,66 @@ async def fall_back(
         reason=reason,
     )
     return fallback_id
+
+
+PREFERENCE_TEMPLATE = "advocate_preference_not_met"
+
+
+async def preference_not_met(
+    session: AsyncSession, row: m.Notification, case: m.Case, what: str, now: datetime
+) -> str | None:
+    """Tell the survivor's advocate, once per survivor and unmet choice, that a choice they made
+    cannot be met (trauma-informed rule 8): for now, a language we have no templates in. The
+    survivor's messages still go, in English."""
+    if row.survivor_id is None:
+        return None
+    advocate = (await current_advocates(session, [row.survivor_id], now)).get(row.survivor_id)
+    if advocate is None:
+        advocate = await stand_in_supervisor(session, case)
+    if advocate is None:
+        return None
+    role = "supervisor" if advocate.role == "supervisor" else "advocate"
+    rule = f"{row.rules_version}:preference_not_met"
+    nid = notification_id(
+        "carehub/preferences", f"{row.survivor_id}:{what}", f"{role}:{advocate.id}", rule
+    )
+    if await session.get(m.Notification, nid) is not None:
+        return nid
+    session.add(
+        m.Notification(
+            id=nid,
+            case_event_id=row.case_event_id,
+            case_id=row.case_id,
+            event_source=row.event_source,
+            event_id=row.event_id,
+            recipient_role=role,
+            survivor_id=row.survivor_id,
+            advocate_id=advocate.id,
+            channel="email",
+            language="en",
+            detail="discreet",
+            template=PREFERENCE_TEMPLATE,
+            template_version=catalogue()[PREFERENCE_TEMPLATE].version,
+            rules_version=row.rules_version,
+            rule=rule,
+            status=Status.SCHEDULED.value,
+            status_reason=what,
+            hold_reason=what,
+            send_at=now,
+            due_by=row.due_by,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="notification.preference_not_met",
+        case_id=row.case_id,
+        notification_id=nid,
+        rule=rule,
+        reason=what,
+    )
+    log.info("notification.preference_not_met", notification_id=nid, reason=what)
+    return nid

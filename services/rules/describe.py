@@ -101,6 +101,11 @@ def markdown(rules: RuleSet) -> str:
         "   checked again; if they opted out or the channel is no longer safe it is stopped and",
         "   the advocate gets a task to tell them instead; if a delay pushed it into their quiet",
         "   hours it waits for their window, unless that would miss the deadline.",
+        "9. **Silence is surfaced.** A survivor who has heard nothing from us for longer than",
+        f"   {rules.silence.after_days['all']} days (all updates), "
+        f"{rules.silence.after_days['key_stages']} days (key stages only) or "
+        f"{rules.silence.after_days['none']} days (no updates) has their advocate prompted to",
+        f"   check in (`{rules.silence.template}`), and again after as long if it stays quiet.",
         "",
         "With no advocate, the team's supervisor stands in; with nobody at all, the decision is",
         "an escalation.",

@@ -60,10 +60,24 @@ class DistressingTemplates:
 
 
 @dataclass(frozen=True)
+class SilenceRule:
+    """After how many days without contact (by chosen frequency) the advocate is prompted."""
+
+    template: str
+    after_days: dict[str, int]
+
+
+FREQUENCIES = ("all", "key_stages", "none")
+# When a rules file says nothing of silence (trauma-informed rule 13).
+DEFAULT_SILENCE = SilenceRule("advocate_check_in", {"all": 28, "key_stages": 56, "none": 91})
+
+
+@dataclass(frozen=True)
 class RuleSet:
     version: str
     events: dict[str, EventRule]
     distressing: DistressingTemplates
+    silence: SilenceRule
 
     def rule_name(self, rule_id: str) -> str:
         return f"{self.version}:{rule_id}"
@@ -89,7 +103,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
     if not isinstance(root, yaml.MappingNode):
         raise fail(root, "must be a mapping with 'version' and 'events'")
     top = {k.value: v for k, v in root.value}
-    unknown = set(top) - {"version", "events", "distressing"}
+    unknown = set(top) - {"version", "events", "distressing", "silence"}
     if unknown:
         raise fail(root, f"unknown field {sorted(unknown)[0]!r}")
     if "version" not in top or not str(top["version"].value).strip():
@@ -119,6 +133,9 @@ def load_rules(path: Path | None = None) -> RuleSet:
         survivor=chosen["survivor_template"],
         supervisor=chosen["supervisor_template"],
     )
+    silence = DEFAULT_SILENCE
+    if "silence" in top:
+        silence = _silence(top["silence"], templates, fail)
     events: dict[str, EventRule] = {}
     for key_node, rule_node in events_node.value:
         etype = str(key_node.value)
@@ -221,7 +238,26 @@ def load_rules(path: Path | None = None) -> RuleSet:
             distressing_unless=tuple(unless),
             coalesce=coalesce,
         )
-    return RuleSet(version=version, events=events, distressing=distressing)
+    return RuleSet(version=version, events=events, distressing=distressing, silence=silence)
+
+
+def _silence(node: Any, templates: dict[str, Any], fail: Any) -> SilenceRule:
+    block = _fields(node, {"template", "after_days"}, "silence", fail)
+    if "template" not in block or "after_days" not in block:
+        raise fail(node, "silence: 'template' and 'after_days' are required")
+    template_node = block["template"][1]
+    template = _template(
+        _value(template_node), "advocate", templates, "silence", template_node, fail
+    )
+    after_node = block["after_days"][1]
+    after = {
+        k: _value(v[1]) for k, v in _fields(after_node, set(FREQUENCIES), "silence", fail).items()
+    }
+    for frequency in FREQUENCIES:
+        days = after.get(frequency)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
+            raise fail(after_node, f"silence: after_days {frequency!r} must be 1-366 days")
+    return SilenceRule(template=template, after_days={k: int(after[k]) for k in FREQUENCIES})
 
 
 def _template(

@@ -761,3 +761,23 @@ def test_duplicate_notify_ids_in_one_event_are_rejected(tmp_path: Path) -> None:
     )
     with pytest.raises(RulesError, match="notify id 'a' is used twice"):
         load_rules(write(tmp_path, text))
+
+
+def test_silence_has_defaults_and_the_packaged_rules_set_them() -> None:
+    assert load_rules().silence.after_days == {"all": 28, "key_stages": 56, "none": 91}
+    assert load_rules().silence.template == "advocate_check_in"
+
+
+def test_silence_can_be_set_and_bad_values_name_their_line(tmp_path: Path) -> None:
+    good = (
+        "silence:\n  template: advocate_check_in\n"
+        "  after_days: {all: 7, key_stages: 14, none: 30}\n"
+    )
+    rules = load_rules(write(tmp_path, good + HEADER + ARREST))
+    assert rules.silence.after_days == {"all": 7, "key_stages": 14, "none": 30}
+    bad_days = good.replace("none: 30", "none: 0")
+    with pytest.raises(RulesError, match=r"line 3: silence: after_days 'none' must be 1-366"):
+        load_rules(write(tmp_path, bad_days + HEADER + ARREST))
+    survivor_template = good.replace("advocate_check_in", "survivor_get_in_touch")
+    with pytest.raises(RulesError, match="written for survivors"):
+        load_rules(write(tmp_path, survivor_template + HEADER + ARREST))

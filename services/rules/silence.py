@@ -1,0 +1,174 @@
+"""Silence is surfaced (trauma-informed rule 13).
+
+A survivor on an open case who has heard nothing from us (no message that reached them) for
+longer than their chosen frequency allows (`silence.after_days` in the rules file) has their
+advocate — or the supervisor standing in — prompted to check in, and prompted again after as
+long if it stays quiet. The prompt is an ordinary notification (`advocate_check_in`), with an id
+derived from the case, the survivor and the day, so running this twice makes one prompt.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core import audit
+from services.core.calendar import london_date
+from services.core.db import models as m
+from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
+from services.core.domain import notification_id
+from services.core.logs import get_logger
+from services.core.rendering import catalogue
+from services.core.runtime import Runtime
+from services.core.states import Status
+from services.rules.ruleset import RuleSet
+
+ACTOR = "dispatcher"
+RULE_ID = "silence"
+log = get_logger(ACTOR)
+
+
+async def prompt_silence(rt: Runtime, rules: RuleSet, *, limit: int = 1000) -> int:
+    """Create the check-in prompts that are due now; return how many were created."""
+    now = rt.clock.now()
+    rule = rules.rule_name(RULE_ID)
+    shortest = min(rules.silence.after_days.values())
+    async with rt.sessions.begin() as session:
+        informed = (
+            select(
+                m.Notification.case_id,
+                m.Notification.survivor_id,
+                func.max(m.Notification.informed_at).label("last"),
+            )
+            .where(
+                m.Notification.recipient_role == "survivor",
+                m.Notification.informed_at.is_not(None),
+            )
+            .group_by(m.Notification.case_id, m.Notification.survivor_id)
+            .subquery()
+        )
+        prompted = (
+            select(
+                m.Notification.case_id,
+                m.Notification.survivor_id,
+                func.max(m.Notification.created_at).label("last"),
+            )
+            .where(m.Notification.rule == rule)
+            .group_by(m.Notification.case_id, m.Notification.survivor_id)
+            .subquery()
+        )
+        rows = (
+            await session.execute(
+                select(
+                    m.CaseSurvivor.case_id,
+                    m.CaseSurvivor.survivor_id,
+                    m.CaseSurvivor.added_at,
+                    informed.c.last,
+                    prompted.c.last,
+                )
+                .join(m.Case, m.Case.id == m.CaseSurvivor.case_id)
+                .join(m.Survivor, m.Survivor.id == m.CaseSurvivor.survivor_id)
+                .outerjoin(
+                    informed,
+                    (informed.c.case_id == m.CaseSurvivor.case_id)
+                    & (informed.c.survivor_id == m.CaseSurvivor.survivor_id),
+                )
+                .outerjoin(
+                    prompted,
+                    (prompted.c.case_id == m.CaseSurvivor.case_id)
+                    & (prompted.c.survivor_id == m.CaseSurvivor.survivor_id),
+                )
+                .where(
+                    m.Case.status == "open",
+                    m.Survivor.erased_at.is_(None),
+                    m.CaseSurvivor.added_at < now - timedelta(days=shortest),
+                )
+                .limit(limit)
+            )
+        ).all()
+        quiet = []
+        for case_id, survivor_id, added_at, last_informed, last_prompt in rows:
+            since = max(t for t in (added_at, last_informed, last_prompt) if t is not None)
+            quiet.append((case_id, survivor_id, since))
+        prefs = await current_preferences(session, sorted({s for _, s, _ in quiet}))
+        advocates = await current_advocates(session, sorted({s for _, s, _ in quiet}), now)
+        created = 0
+        for case_id, survivor_id, since in quiet:
+            pref = prefs.get(survivor_id)
+            frequency = pref.frequency if pref is not None else "all"
+            days = rules.silence.after_days.get(frequency, rules.silence.after_days["all"])
+            if now - since < timedelta(days=days):
+                continue
+            if await _prompt(session, rules, rule, case_id, survivor_id, advocates, now):
+                created += 1
+    if created:
+        log.info("silence.prompted", count=created)
+    return created
+
+
+async def _prompt(
+    session: AsyncSession,
+    rules: RuleSet,
+    rule: str,
+    case_id: int,
+    survivor_id: int,
+    advocates: dict[int, m.Advocate],
+    now: datetime,
+) -> bool:
+    case = await session.get_one(m.Case, case_id)
+    advocate = advocates.get(survivor_id) or await stand_in_supervisor(session, case)
+    # The prompt hangs off the case's latest event (every notification belongs to one).
+    event = await session.scalar(
+        select(m.CaseEvent)
+        .where(m.CaseEvent.urn == case.urn)
+        .order_by(m.CaseEvent.id.desc())
+        .limit(1)
+    )
+    if advocate is None or event is None:
+        log.warning("silence.nobody_to_prompt", case_id=case_id, survivor_id=survivor_id)
+        return False
+    role = "supervisor" if advocate.role == "supervisor" else "advocate"
+    day = london_date(now).isoformat()
+    nid = notification_id(
+        "carehub/silence", f"{case_id}:{survivor_id}:{day}", f"{role}:{advocate.id}", rule
+    )
+    if await session.get(m.Notification, nid) is not None:
+        return False
+    template = rules.silence.template
+    session.add(
+        m.Notification(
+            id=nid,
+            case_event_id=event.id,
+            case_id=case_id,
+            event_source=event.source,
+            event_id=event.event_id,
+            recipient_role=role,
+            survivor_id=survivor_id,
+            advocate_id=advocate.id,
+            channel="email",
+            language="en",
+            detail="discreet",
+            template=template,
+            template_version=catalogue()[template].version,
+            rules_version=rules.version,
+            rule=rule,
+            status=Status.SCHEDULED.value,
+            status_reason="silence",
+            send_at=now,
+            due_by=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="notification.silence_prompt",
+        case_id=case_id,
+        notification_id=nid,
+        rule=rule,
+    )
+    return True
