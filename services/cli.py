@@ -24,6 +24,7 @@ from services import demo, ingest, notifier, portal, rules
 from services.core.clock import write_clock_file
 from services.core.db.engine import current_revision, make_engine, upgrade
 from services.core.embedded_broker import EmbeddedBroker, free_port
+from services.core.keys import configure_keys
 from services.core.logs import configure_logging
 from services.core.runner import remove_run_file, running_stack, write_run_file
 from services.core.runtime import Service
@@ -145,6 +146,7 @@ def migrate(revision: str = typer.Option("head", help="Target revision.")) -> No
     configure_logging(settings.log_level)
 
     async def main() -> None:
+        configure_keys(settings)
         engine = make_engine(settings.resolved_database_url)
         try:
             await upgrade(engine, revision)
@@ -408,6 +410,7 @@ def dlq_list(
     rows: list[dict[str, Any]] = []
 
     async def main() -> None:
+        configure_keys(settings)
         engine = make_engine(settings.resolved_database_url)
         try:
             async with session_factory(engine)() as session:
@@ -454,6 +457,7 @@ def dlq_replay(
 
         from services.core.clock import clock_from_settings
 
+        configure_keys(settings)
         engine = make_engine(settings.resolved_database_url)
         refs: list[CaseEventRef] = []
         try:
@@ -499,6 +503,57 @@ def dlq_replay(
                 err(f"carehub: not published now ({type(exc).__name__}); the re-drive will")
             finally:
                 await broker.stop()
+
+    _run_async(main)
+    result(summary)
+
+
+keys_app = typer.Typer(help="Field-encryption keys: generate, rotate.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    add_to: Path | None = typer.Option(
+        None, "--add-to", help="A keyring file: keep its keys, add a new one as the primary."
+    ),
+    key_id: str | None = typer.Option(None, "--key-id", help="Default: k<UTC timestamp>."),
+) -> None:
+    """Print a keyring (JSON, the last line) for CAREHUB_KEYS_FILE; store it with mode 0600."""
+    from services.core.keys import new_keyring
+
+    try:
+        existing = add_to.read_text(encoding="utf-8") if add_to is not None else None
+        result(new_keyring(existing, key_id))
+    except OSError as exc:
+        fail(f"cannot read {add_to}: {type(exc).__name__}")
+    except ConfigurationError as exc:
+        fail(str(exc))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: int = typer.Option(500, min=1, max=10_000, help="Rows per transaction."),
+) -> None:
+    """Re-encrypt every protected value under the primary key, in batches.
+
+    Safe to re-run: rows already under the primary are skipped, so an interrupted run goes on
+    where it stopped. Progress on stderr, the JSON summary last."""
+    from services.core.db.protected import UnreadableValue
+    from services.core.rotation import rotate
+
+    settings = settings_or_exit()
+    summary: dict[str, Any] = {}
+
+    async def main() -> None:
+        configure_keys(settings)
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            summary.update(await rotate(engine, batch_size=batch_size, progress=err))
+        except UnreadableValue as exc:
+            fail(str(exc), code=1)
+        finally:
+            await engine.dispose()
 
     _run_async(main)
     result(summary)

@@ -54,6 +54,21 @@ def pg_url() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(autouse=True)
+def keyring(tmp_path: Path) -> Iterator[Path]:
+    """Every test has a keyring: the development one at tmp_path/var/keys.json, created at first
+    use. A `carehub` child process started in tmp_path (or with CAREHUB_VAR_DIR=tmp_path/var)
+    finds the same file, so what one writes the other reads."""
+    from services.core.keys import DEV_KEYRING, configure_keys, use_keyring
+
+    var = tmp_path / "var"
+    configure_keys(load_settings(var_dir=var, env="test"), lazy=True)
+    try:
+        yield var / DEV_KEYRING
+    finally:
+        use_keyring(None)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'carehub.db'}"

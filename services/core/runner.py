@@ -25,6 +25,7 @@ from services.core.clock import clock_from_settings
 from services.core.db.engine import make_engine, ping, session_factory, upgrade
 from services.core.embedded_broker import EmbeddedBroker
 from services.core.kafka import ensure_topics, make_broker
+from services.core.keys import configure_keys
 from services.core.logs import get_logger
 from services.core.runtime import Runtime, Service
 from services.core.settings import Settings
@@ -114,6 +115,7 @@ async def running_stack(
 ) -> AsyncIterator[RunningStack]:
     """Start everything `services` need, yield once HTTP is listening, then stop it all."""
     settings.check_channels()
+    configure_keys(settings)
     embedded: EmbeddedBroker | None = None
     if own_broker and settings.embedded_broker:
         settings.var_dir.mkdir(parents=True, exist_ok=True)

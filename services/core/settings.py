@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # An event parked for want of its case (a court event before the police record) is raised
     # to operations after this long.
     parked_alert_after_s: int = Field(default=86_400, ge=1)
+    # How often the dispatcher looks for survivors who have heard nothing for too long.
+    silence_check_s: int = Field(default=600, ge=1)
+    # How often the dispatcher seals new audit rows into the hash chain.
+    audit_seal_interval_s: float = Field(default=5.0, gt=0)
 
     # Ingest consumes the feeds.* topics (police, CPS, court, probation records).
     ingest_feed_topics: bool = True
@@ -96,6 +100,8 @@ class Settings(BaseSettings):
     feed_secret_cps: SecretStr | None = None
     feed_secret_court: SecretStr | None = None
     feed_secret_probation: SecretStr | None = None
+    # The keyring JSON itself, or a file holding it (services/core/keys.py says which wins).
+    keys: SecretStr | None = None
     keys_file: Path | None = None
     blind_index_key: SecretStr | None = None
     retention_days: int = Field(default=2555, ge=1)

@@ -74,6 +74,7 @@ SCENARIOS: Final[Mapping[str, Mapping[str, Any]]] = {
     },
     "advocate_pass_on_update": {"reason": "opted out"},
     "advocate_survivor_replied": {"reply_text": "Can someone call me please"},
+    "advocate_preference_not_met": {"reason": "messages in Polish"},
 }
 """What each template is shown about, where the sample event would not be typical of it."""
 

@@ -30,6 +30,7 @@ from services.core import audit, metrics
 from services.core.db import models as m
 from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
 from services.core.domain import notification_id as make_notification_id
+from services.core.keys import blind_index, normalise_phone
 from services.core.logs import get_logger
 from services.core.notifications import move
 from services.core.rendering import catalogue
@@ -231,18 +232,24 @@ class _Sender:
 async def _senders(session: AsyncSession, phone: str) -> list[_Sender]:
     """Survivors whose current contact preferences hold this number.
 
-    An equality match on the protected column works while `Protected` is an identity; the trust
-    work replaces it with the keyed blind index (`CAREHUB_BLIND_INDEX_KEY`).
+    Phone numbers are encrypted with a random nonce, so they are found through their keyed
+    blind index (`phone_index`, HMAC-SHA256 under `CAREHUB_BLIND_INDEX_KEY`).
     """
     if not phone:
         return []
+    index = blind_index(phone)
     candidates = (
         await session.scalars(
-            select(m.ContactPreference.survivor_id).where(m.ContactPreference.phone == phone)
+            select(m.ContactPreference.survivor_id).where(m.ContactPreference.phone_index == index)
         )
     ).all()
     current = await current_preferences(session, sorted(set(candidates)))
-    return [_Sender(sid, pref) for sid, pref in current.items() if pref.phone == phone]
+    number = normalise_phone(phone)
+    return [
+        _Sender(sid, pref)
+        for sid, pref in current.items()
+        if pref.phone is not None and normalise_phone(pref.phone) == number
+    ]
 
 
 def _keyword(body: str) -> str | None:

@@ -19,6 +19,7 @@ from sqlalchemy import false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, metrics
+from services.core.audit_seal import seal_pending
 from services.core.db import models as m
 from services.core.domain import EventStatus
 from services.core.logs import get_logger
@@ -27,8 +28,11 @@ from services.core.records import CaseEventRef, NotificationDue
 from services.core.runtime import Runtime
 from services.core.states import Status, check_transition
 from services.core.topics import CASE_EVENTS, NOTIFICATIONS_DUE
+from services.rules.ruleset import load_rules
+from services.rules.silence import prompt_silence
 
 NAME = "dispatcher"
+SEAL_BATCH = 5000
 ACTOR = "dispatcher"
 log = get_logger(NAME)
 
@@ -261,9 +265,23 @@ async def alert_parked(rt: Runtime) -> int:
     return len(fresh)
 
 
+async def seal_audit(rt: Runtime) -> int:
+    """Seal the committed audit rows into the hash chain (several dispatchers take turns)."""
+    sealed = 0
+    while True:
+        count = await seal_pending(rt.sessions, now=rt.clock.now(), batch=SEAL_BATCH)
+        sealed += count
+        if count < SEAL_BATCH:
+            return sealed
+
+
 async def run_loop(rt: Runtime) -> None:
     interval = rt.settings.dispatch_interval_ms / 1000
     next_redrive: datetime | None = None
+    next_silence: datetime | None = None
+    next_seal = 0.0
+    rules = load_rules(rt.settings.rules_file)
+    loop = asyncio.get_running_loop()
     while True:
         await release_fallbacks(rt)
         released = await release_due(rt)
@@ -272,6 +290,12 @@ async def run_loop(rt: Runtime) -> None:
             await redrive(rt)
             await alert_parked(rt)
             next_redrive = now + timedelta(seconds=max(1, rt.settings.redrive_after_s // 4))
+        if loop.time() >= next_seal:
+            await seal_audit(rt)
+            next_seal = loop.time() + rt.settings.audit_seal_interval_s
+        if next_silence is None or now >= next_silence:
+            await prompt_silence(rt, rules)
+            next_silence = now + timedelta(seconds=rt.settings.silence_check_s)
         if released < rt.settings.dispatch_batch_size:
             await asyncio.sleep(interval)
 

@@ -22,11 +22,13 @@ from sqlalchemy import (
     String,
     Time,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.core.db.protected import Protected, ProtectedBytes, ProtectedJSON
 from services.core.db.types import UTCDateTime
+from services.core.keys import blind_index
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -133,6 +135,7 @@ class ContactPreference(Base):
     reason_note: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     phone: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     # Keyed blind index of `phone` (HMAC-SHA256 hex): how an inbound text finds its survivor.
+    # Set from `phone` at every ORM insert and update (`_index_phone`, below).
     phone_index: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     email: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     postal_address: Mapped[str | None] = mapped_column(Protected(), nullable=True)
@@ -148,6 +151,14 @@ class ContactPreference(Base):
     frequency: Mapped[str] = mapped_column(String(16), default="all")
     detail: Mapped[str] = mapped_column(String(16), default="discreet")
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@event.listens_for(ContactPreference, "before_insert")
+@event.listens_for(ContactPreference, "before_update")
+def _index_phone(_mapper: Any, _connection: Any, preference: ContactPreference) -> None:
+    # At every ORM write, whoever writes the row: an index nobody has to remember to set.
+    phone = preference.phone
+    preference.phone_index = blind_index(phone) if phone else None
 
 
 class CaseEvent(Base):
@@ -310,8 +321,9 @@ class SendRate(Base):
 class AuditEntry(Base):
     """An append-only record of a decision or a delivery step: ids and codes, no free text.
 
-    `seq` orders the chain; `prev_hash`/`seal_hash` are filled later by the sealer, so writers
-    never wait on one another.
+    `seq` orders the rows; the sealer chains them later in `audit_seals` (see
+    `services.core.audit_seal`), so writers never wait on one another. A trigger refuses UPDATE
+    and DELETE on this table (migration 0005).
     """
 
     __tablename__ = "audit_log"
@@ -325,15 +337,46 @@ class AuditEntry(Base):
     notification_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     rule: Mapped[str | None] = mapped_column(String(96), nullable=True)
     codes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    seal_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    sealed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditSeal(Base):
+    """One link of the audit hash chain: seals the audit row `seq` at chain `position`.
+
+    Append-only (a trigger refuses UPDATE and DELETE); written only by the sealer.
+    """
+
+    __tablename__ = "audit_seals"
+    __table_args__ = (UniqueConstraint("seq"),)  # a row is sealed once
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime]
+
+
+class AuditChainHead(Base):
+    """The one row (id 1) the sealer locks to extend the chain: its last link and sweep marks."""
+
+    __tablename__ = "audit_chain_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    # Every row with seq <= swept_to is sealed (rows of transactions open past the horizon are
+    # caught by the periodic full sweep).
+    swept_to: Mapped[int] = mapped_column(BigInteger)
+    candidate_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # These three are the database's clock (real time), not the application clock.
+    candidate_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    full_sweep_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 __all__ = [
     "AdvocateAssignment",
     "Advocate",
+    "AuditChainHead",
     "AuditEntry",
+    "AuditSeal",
     "Base",
     "Case",
     "CaseEvent",
