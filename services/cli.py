@@ -559,6 +559,47 @@ def keys_rotate(
     result(summary)
 
 
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    seal_first: bool = typer.Option(
+        True, help="Seal what is committed but not yet sealed before checking."
+    ),
+) -> None:
+    """Walk the audit chain; exit 1 and name the first row or seal that does not fit."""
+    from services.core.audit_seal import seal_pending, verify
+    from services.core.clock import clock_from_settings
+    from services.core.db.engine import session_factory
+
+    settings = settings_or_exit()
+    report: list[Any] = []
+
+    async def main() -> None:
+        configure_keys(settings)
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            sessions = session_factory(engine)
+            now = clock_from_settings(settings.clock_file).now()
+            if seal_first:
+                while await seal_pending(sessions, now=now) >= 5000:
+                    pass
+            report.append(await verify(sessions, now=now))
+        finally:
+            await engine.dispose()
+
+    _run_async(main)
+    outcome = report[0]
+    if not outcome.ok:
+        err(f"carehub: the audit chain does not verify: {outcome.first_problem}")
+        print(outcome.as_json(), flush=True)
+        raise typer.Exit(1)
+    err(f"audit chain ok: {outcome.rows_checked} rows, {outcome.seals_checked} seals")
+    print(outcome.as_json(), flush=True)
+
+
 bench_app = typer.Typer(help="Benchmarks: figures as JSON on the last line.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
