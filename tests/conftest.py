@@ -112,6 +112,9 @@ def make_settings(tmp_path: Path, clock_file: Path) -> Any:
             "http_port": 0,
             "kafka_session_timeout_ms": 3000,
             "dispatch_interval_ms": 50,
+            # Each consumer group costs a join of seconds at start-up: only the tests of the
+            # feeds.* topics turn ingest's consumer on.
+            "ingest_feed_topics": False,
             "log_level": "WARNING",
         }
         values.update(overrides)

@@ -127,7 +127,7 @@ async def test_a_feed_may_only_send_its_own_event_types(feed_stack: Any) -> None
 async def test_kafka_feed_records_valid_once_malformed_kept_and_consumption_goes_on(
     make_settings: Any, database_url: str, broker: EmbeddedBroker
 ) -> None:
-    settings = feed_settings(make_settings, database_url, broker)
+    settings = feed_settings(make_settings, database_url, broker, ingest_feed_topics=True)
     async with running_stack(settings, [ingest], own_broker=False) as stack:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
         await producer.start()
