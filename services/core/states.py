@@ -33,7 +33,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     # queued -> queued: the dispatcher re-drives a notification the broker never delivered.
     # queued -> scheduled: the notifier's last look puts off a message a backlog delayed into
     # the survivor's quiet hours.
-    S.QUEUED: frozenset({S.QUEUED, S.SCHEDULED, S.SENDING, S.CANCELLED, S.SUPPRESSED}),
+    # queued -> failed: it cannot even be attempted (no address, no channel, a template error).
+    S.QUEUED: frozenset({S.QUEUED, S.SCHEDULED, S.SENDING, S.CANCELLED, S.SUPPRESSED, S.FAILED}),
     # sending -> sending: a notifier that crashed mid-send tries again after asking the channel.
     # sending -> scheduled: a provider that was down or busy is tried again after a back-off.
     S.SENDING: frozenset({S.SENDING, S.SCHEDULED, S.SENT, S.DELIVERED, S.FAILED, S.UNKNOWN}),

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.db import models as m
 from services.ingest.feeds import ingest_records
-from services.ingest.recording import Outcome, record_event
+from services.ingest.recording import Outcome, record_event_safely
 
 ACTOR = "dlq"
 
@@ -70,7 +70,7 @@ async def replay(
             except (ValueError, UnicodeDecodeError, RecursionError):
                 parsed = None
             outcomes = [
-                await record_event(
+                await record_event_safely(
                     session, parsed, row.original, now=now, way_in="replay", max_skew=max_skew
                 )
             ]

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core.cloudevents import FieldError
 from services.core.settings import Settings
 from services.ingest.adapters import FEEDS, MAX_RECORD_BYTES, AdapterError, from_record
-from services.ingest.recording import Outcome, record_event, reject
+from services.ingest.recording import Outcome, record_event_safely, reject
 
 SIGNATURE_PREFIX = "sha256="
 SIGNATURE_MAX_AGE_S = 300
@@ -50,7 +50,8 @@ def signature_problem(
         return "X-Carehub-Timestamp must be Unix seconds"
     if abs(now_s - int(timestamp)) > SIGNATURE_MAX_AGE_S:
         return f"X-Carehub-Timestamp is more than {SIGNATURE_MAX_AGE_S} s from our clock"
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip()):
+    given = signature.strip().encode("utf-8", "replace")
+    if not hmac.compare_digest(sign(secret, timestamp, body).encode(), given):
         return "X-Carehub-Signature does not match the body"
     return None
 
@@ -122,7 +123,20 @@ async def ingest_record(
         return await _refuse(
             session, feed, original, now, way_in, "too_deep", "", "is nested too deeply"
         )
-    return await record_event(
+    source = event.get("source")
+    if not (isinstance(source, str) and source.startswith(f"{feed}/")):
+        # One feed cannot take another's (source, id) pairs (and make theirs conflicts).
+        return await _refuse(
+            session,
+            feed,
+            original,
+            now,
+            way_in,
+            "source_not_allowed_for_feed",
+            "/source",
+            f"must start with {feed}/",
+        )
+    return await record_event_safely(
         session, event, original, now=now, way_in=way_in, max_skew=max_skew, feed=feed
     )
 

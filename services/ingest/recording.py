@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit
@@ -135,6 +135,38 @@ async def record_event(
         event_id=event.id,
     )
     return Outcome("conflict", rejected_id=rejected.id, event=event, errors=errors)
+
+
+async def record_event_safely(
+    session: AsyncSession,
+    obj: object,
+    original: bytes,
+    *,
+    now: datetime,
+    way_in: str,
+    max_skew: timedelta,
+    feed: str | None = None,
+) -> Outcome:
+    """`record_event` in a savepoint: a valid event the database still cannot store (a value
+    longer than its column) is rejected on its own with a reason, never failing its batch."""
+    try:
+        async with session.begin_nested():
+            return await record_event(
+                session, obj, original, now=now, way_in=way_in, max_skew=max_skew, feed=feed
+            )
+    except DBAPIError as exc:
+        # Not even its (source, id) is stored as text: they may be what could not be stored.
+        errors = [FieldError("", f"cannot be stored ({type(exc.orig).__name__})")]
+        rejected = await reject(
+            session,
+            original,
+            now=now,
+            way_in=way_in,
+            feed=feed,
+            reason_code="unstorable",
+            errors=errors,
+        )
+        return Outcome("invalid", rejected_id=rejected.id, errors=errors)
 
 
 async def reject(

@@ -26,7 +26,7 @@ from services.core.runtime import Runtime
 from services.ingest.adapters import FEEDS
 from services.ingest.feeds import feed_secret, ingest_records, signature_problem
 from services.ingest.publishing import publish_events, publish_rejections
-from services.ingest.recording import Outcome, record_event, reject
+from services.ingest.recording import Outcome, record_event_safely, reject
 
 log = get_logger("ingest")
 BATCH_TYPE = "application/cloudevents-batch+json"
@@ -80,7 +80,7 @@ def router(rt: Runtime) -> APIRouter:
             for item in items:
                 original = body if not is_batch else json.dumps(item).encode()
                 outcomes.append(
-                    await record_event(
+                    await record_event_safely(
                         session, item, original, now=now, way_in="http", max_skew=skew
                     )
                 )

@@ -219,3 +219,32 @@ async def test_every_native_example_file_is_accepted_as_jsonl_and_as_csv(
     async with feed_stack.runtime.sessions() as session:
         types = set((await session.scalars(select(m.CaseEvent.type))).all())
     assert types and all(t.startswith(f"{feed}.") for t in types)
+
+
+async def test_a_record_the_database_cannot_store_is_refused_alone(
+    make_settings: Any, pg_url: str, broker: EmbeddedBroker
+) -> None:
+    settings = feed_settings(make_settings, pg_url, broker, ingest_feed_topics=False)
+    async with running_stack(settings, [ingest], own_broker=False) as stack:
+        long_ok = crime_recorded("01AB1234524", "w1")
+        long_ok["source"] = "police/" + "x" * 63  # 70 characters: allowed by the schema
+        long_ok["data"]["crime_reference"] = "C" * 100
+        body = json.dumps([long_ok, arrested("01AB1234524", "w2")]).encode()
+        response = await post_signed(stack, "police", body)
+        assert [r["status"] for r in response.json()["results"]] == ["accepted", "accepted"]
+
+        nul = arrested("01AB1234524", "w3")
+        nul["source"] = "police/0\u0000"  # valid JSON; PostgreSQL text cannot hold NUL
+        batch = [arrested("01AB1234524", "w4"), nul, arrested("01AB1234524", "w5")]
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            response = await client.post(
+                "/v1/events",
+                content=json.dumps(batch),
+                headers={"content-type": "application/cloudevents-batch+json"},
+            )
+        assert response.status_code == 207, response.text
+        statuses = [r["status"] for r in response.json()["results"]]
+        assert statuses == ["accepted", "invalid", "accepted"]
+        async with stack.runtime.sessions() as session:
+            kept = (await session.scalars(select(m.RejectedRecord))).one()
+        assert kept.reason_code == "unstorable"

@@ -75,7 +75,7 @@ class Case(Base):
     __tablename__ = "cases"
     id: Mapped[int] = mapped_column(primary_key=True)
     urn: Mapped[str] = mapped_column(String(16), unique=True)
-    crime_reference: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    crime_reference: Mapped[str | None] = mapped_column(String(100), nullable=True)
     offence_category: Mapped[str | None] = mapped_column(String(48), nullable=True)
     enhanced_rights: Mapped[bool] = mapped_column(Boolean, default=False)
     enhanced_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -89,7 +89,7 @@ class Survivor(Base):
     __tablename__ = "survivors"
     id: Mapped[int] = mapped_column(primary_key=True)
     # The upstream system's reference for the person (source + party id), to recognise them again.
-    party_ref: Mapped[str | None] = mapped_column(String(240), unique=True, nullable=True)
+    party_ref: Mapped[str | None] = mapped_column(String(420), unique=True, nullable=True)
     full_name: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     preferred_name: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     date_of_birth: Mapped[str | None] = mapped_column(Protected(), nullable=True)
@@ -130,7 +130,7 @@ class ContactPreference(Base):
     survivor_id: Mapped[int] = mapped_column(ForeignKey("survivors.id"))
     version: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime]
-    recorded_by: Mapped[str] = mapped_column(String(64))  # "advocate:<id>" or an event source
+    recorded_by: Mapped[str] = mapped_column(String(200))  # "advocate:<id>" or an event source
     reason_code: Mapped[str] = mapped_column(String(48))
     reason_note: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     phone: Mapped[str | None] = mapped_column(Protected(), nullable=True)
