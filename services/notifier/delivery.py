@@ -66,6 +66,9 @@ class Claim:
     resume: bool
     since: datetime
     first_attempt_at: datetime
+    # An earlier attempt failed in a way that may still have reached the provider (a timeout):
+    # ask it first, from `since`, on a channel that can be asked.
+    ask_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,13 @@ async def claim(
             due_by=row.due_by,
         )
         since = previous.started_at if (resume and previous is not None) else now
-        return Claim(message, row.attempts, resume, since, first)
+        channel = channels.get(row.channel)
+        # A durable retry asks first too: the attempt before may have timed out after the
+        # provider took the message.
+        ask_first = not resume and row.attempts > 1 and channel is not None and channel.verifiable
+        if ask_first:
+            since = first
+        return Claim(message, row.attempts, resume, since, first, ask_first)
 
 
 def _finish(
@@ -398,7 +407,7 @@ async def _send_with_retries(
 ) -> Outcome:
     """Look up a cut-off attempt, then send, retrying quick transient failures in place."""
     msg = claimed.message
-    if claimed.resume:
+    if claimed.resume or claimed.ask_first:
         try:
             found = await _ours(rt, msg, await channel.lookup(msg, claimed.since))
         except ChannelFailure:
@@ -420,8 +429,13 @@ async def _send_with_retries(
                 if attempt.retry_state.attempt_number > 1:
                     metrics.SEND_RETRIES.labels(msg.channel).inc()
                     if channel.verifiable:
-                        # A timeout may have reached the provider after all: ask first.
-                        found = await _ours(rt, msg, await channel.lookup(msg, attempt_started))
+                        # A timeout may have reached the provider after all: ask first. If it
+                        # cannot be asked, nothing is sent blindly: the re-drive asks later.
+                        try:
+                            candidates = await channel.lookup(msg, attempt_started)
+                        except ChannelFailure:
+                            return Outcome(lookup_failed=True)
+                        found = await _ours(rt, msg, candidates)
                         if found is not None:
                             return Outcome(result=found)
                 if limiter is not None and sender is not None:

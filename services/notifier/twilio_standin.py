@@ -174,6 +174,8 @@ class StandinControl:
     fail_rate: float = 0.0
     retry_after: int = 1
     delay_ms: float = 0.0
+    # Latency AFTER the message is stored: a client that gives up has still had it taken.
+    respond_delay_ms: float = 0.0
     callbacks: bool = True
     callback_delay_ms: float = 50.0
     numbers: Mapping[str, NumberRule] = field(default_factory=dict)
@@ -302,7 +304,7 @@ class Standin:
                 changes[name] = value
             elif name == "fail_rate":
                 changes[name] = _bounded(value, name, 0.0, 1.0)
-            elif name in ("delay_ms", "callback_delay_ms"):
+            elif name in ("delay_ms", "respond_delay_ms", "callback_delay_ms"):
                 changes[name] = _bounded(value, name, 0.0)
             elif name == "callbacks":
                 if not isinstance(value, bool):
@@ -380,6 +382,8 @@ class Standin:
         task = asyncio.get_running_loop().create_task(self._progress(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.settings.respond_delay_ms:
+            await asyncio.sleep(self.settings.respond_delay_ms / 1000)
         return message
 
     def _accept(self, settings: StandinControl, form: Mapping[str, str]) -> StoredMessage:

@@ -295,3 +295,41 @@ async def test_stop_start_help_and_the_safety_reply(twilio_stack: tuple[Any, Any
     bad = await signed_post(stack, path, {"From": NUMBER, "Body": "STOP"}, token="wrong")
     assert bad.status_code == 403
     assert not await opted_out()
+
+
+async def test_a_send_that_timed_out_after_twilio_took_it_is_not_sent_again(
+    make_settings: Any, pg_url: str, broker: EmbeddedBroker
+) -> None:
+    async with running_standin(account_sid=SID, auth_token=TOKEN) as standin:
+        standin.control(respond_delay_ms=1500, callbacks=False)  # taken, answered too late
+        port = free_port()
+        settings = make_settings(
+            database_url=pg_url,
+            kafka_bootstrap=broker.bootstrap,
+            http_port=port,
+            env="test",
+            sms_channel="twilio",
+            twilio_account_sid=SID,
+            twilio_auth_token=TOKEN,
+            twilio_from="+447700900001",
+            twilio_base_url=standin.base_url,
+            public_base_url=f"http://127.0.0.1:{port}",
+            sms_allowlist=NUMBER,
+            twilio_timeout_s=0.5,
+            send_quick_retries=0,  # straight to a durable retry, which must ask first
+            retry_initial_s=0.5,
+            retry_max_s=1.0,
+        )
+        async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+            await seed_team(stack)
+            await post_event(stack, crime_recorded("01AB1234524", "t1"))
+
+            async def sent() -> list[m.Notification]:
+                rows = await survivor_rows(stack)
+                return rows if rows and rows[0].status in ("sent", "delivered") else []
+
+            (row,) = await until(sent)
+            await asyncio.sleep(2.0)  # anything sent twice would have arrived by now
+            assert len(standin.messages) == 1
+            assert row.provider_ref == next(iter(standin.messages))
+            assert row.attempts == 2

@@ -146,10 +146,10 @@ class TwilioChannel:
             created = await self._api().messages.create_async(**params)
         except TwilioRestException as exc:
             raise _failure(exc) from None
+        except TimeoutError:  # before OSError: asyncio's timeout is one
+            raise TemporaryFailure("timeout") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise TemporaryFailure("connect_failed", provider_status=type(exc).__name__) from None
-        except TimeoutError:
-            raise TemporaryFailure("timeout") from None
         return SendResult(
             provider_ref=str(created.sid),
             delivered=False,
