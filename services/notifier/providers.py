@@ -78,6 +78,11 @@ REPLIES = {
         "Thank you. This number is not checked at all times, so we have passed your message "
         "to your support worker. If you are in danger now, call 999."
     ),
+    # Nobody could be found to pass it to (an unknown number): never promise a hand-off.
+    "unrouted": (
+        "Thank you. This number is not checked at all times. If you are in danger now, call "
+        "999. Free support, day or night: 0808 500 2222."
+    ),
 }
 REPLY_TEMPLATE = "advocate_survivor_replied"
 
@@ -264,10 +269,22 @@ def _keyword(body: str) -> str | None:
 
 
 async def handle_inbound(rt: Runtime, phone: str, body: str, provider_ref: str) -> str:
-    """Record an inbound text and act on it; return its kind: stop, start, help or safety."""
+    """Record an inbound text and act on it; return its kind: stop, start, help, safety (passed
+    to an advocate) or unrouted (nobody to pass it to: operations are alerted). A webhook
+    delivered twice is acted on once."""
     now = rt.clock.now()
     kind = _keyword(body) or "safety"
     async with rt.sessions.begin() as session:
+        if provider_ref:
+            seen = await session.scalar(
+                select(m.InboundMessage.kind).where(
+                    m.InboundMessage.provider == "twilio",
+                    m.InboundMessage.provider_ref == provider_ref[:64],
+                )
+            )
+            if seen is not None:
+                log.info("inbound.repeated", kind=seen)
+                return str(seen)
         senders = await _senders(session, phone)
         inbound = m.InboundMessage(
             received_at=now,
@@ -280,13 +297,16 @@ async def handle_inbound(rt: Runtime, phone: str, body: str, provider_ref: str) 
         )
         session.add(inbound)
         await session.flush()
+        passed = 0
         for sender in senders:
             if kind in ("stop", "start"):
                 _new_preference(
                     sender.preference, opted_out=kind == "stop", now=now, session=session
                 )
-            elif kind == "safety":
-                await _pass_to_advocate(session, sender.survivor_id, inbound, now)
+            elif kind == "safety" and await _pass_to_advocate(
+                session, sender.survivor_id, inbound, now
+            ):
+                passed += 1
             audit.record(
                 session,
                 at=now,
@@ -304,6 +324,13 @@ async def handle_inbound(rt: Runtime, phone: str, body: str, provider_ref: str) 
                 inbound_id=inbound.id,
                 kind=kind,
             )
+        if kind == "safety" and not passed:
+            # A message that may be a cry for help and nobody to pass it to: say so, loudly.
+            kind = inbound.kind = "unrouted"
+            audit.record(
+                session, at=now, actor=ACTOR, action="inbound.unrouted", inbound_id=inbound.id
+            )
+            log.warning("inbound.unrouted", inbound_id=inbound.id, known_sender=bool(senders))
     log.info("inbound.received", kind=kind, known_sender=bool(senders))
     return kind
 

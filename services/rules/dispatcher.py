@@ -180,6 +180,9 @@ async def redrive(rt: Runtime) -> dict[str, int]:
                         (m.Notification.status == Status.QUEUED)
                         & (m.Notification.queued_at < cutoff)
                         & (false() if notifier_busy else true()),
+                        # However busy the notifier, a row queued this long was lost.
+                        (m.Notification.status == Status.QUEUED)
+                        & (m.Notification.queued_at < now - 10 * (now - cutoff)),
                         # A send cut off by a crash, or a provider lookup that failed: the
                         # notifier asks the provider before it sends again.
                         (m.Notification.status == Status.SENDING)

@@ -292,6 +292,16 @@ async def test_stop_start_help_and_the_safety_reply(twilio_stack: tuple[Any, Any
     passed = [f for f in files if f["template"] == "advocate_survivor_replied"]
     assert len(passed) == 1 and "please can someone call me" in passed[0]["body"]
 
+    # Twilio retried the webhook: acted on once, the same answer again.
+    assert await inbound("please can someone call me") == safety
+    # Nobody to pass it to (a number we do not know): no promise that a person has it.
+    stranger = {"From": "+447700900999", "Body": "help me please", "MessageSid": "SMstranger"}
+    unrouted = (await signed_post(stack, path, stranger)).text
+    assert "999" in unrouted and "passed your message" not in unrouted
+    await asyncio.sleep(1.0)
+    files = await wait_for_files(stack.runtime.settings.resolved_outbox_dir, 2)
+    assert len([f for f in files if f["template"] == "advocate_survivor_replied"]) == 1
+
     bad = await signed_post(stack, path, {"From": NUMBER, "Body": "STOP"}, token="wrong")
     assert bad.status_code == 403
     assert not await opted_out()
