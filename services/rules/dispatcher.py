@@ -33,6 +33,7 @@ from services.rules.silence import prompt_silence
 
 NAME = "dispatcher"
 SEAL_BATCH = 5000
+SEAL_ROUNDS = 4
 ACTOR = "dispatcher"
 log = get_logger(NAME)
 
@@ -225,31 +226,29 @@ async def alert_parked(rt: Runtime) -> int:
     now = rt.clock.now()
     cutoff = now - timedelta(seconds=rt.settings.parked_alert_after_s)
     async with rt.sessions.begin() as session:
-        waiting = (
+        too_long = (
+            m.CaseEvent.status == EventStatus.AWAITING_CONTEXT,
+            m.CaseEvent.received_at < cutoff,
+        )
+        count = await session.scalar(select(func.count()).where(*too_long))
+        metrics.PARKED_TOO_LONG.set(int(count or 0))
+        already = (
+            select(m.AuditEntry.seq)
+            .where(
+                m.AuditEntry.action == "event.parked_too_long",
+                m.AuditEntry.case_event_id == m.CaseEvent.id,
+            )
+            .exists()
+        )
+        fresh = (
             await session.scalars(
                 select(m.CaseEvent)
-                .where(
-                    m.CaseEvent.status == EventStatus.AWAITING_CONTEXT,
-                    m.CaseEvent.received_at < cutoff,
-                )
+                .where(*too_long, ~already)
                 .order_by(m.CaseEvent.id)
                 .limit(rt.settings.dispatch_batch_size)
+                .with_for_update(skip_locked=True)
             )
         ).all()
-        metrics.PARKED_TOO_LONG.set(len(waiting))
-        if not waiting:
-            return 0
-        told = set(
-            (
-                await session.scalars(
-                    select(m.AuditEntry.case_event_id).where(
-                        m.AuditEntry.action == "event.parked_too_long",
-                        m.AuditEntry.case_event_id.in_([e.id for e in waiting]),
-                    )
-                )
-            ).all()
-        )
-        fresh = [e for e in waiting if e.id not in told]
         for event in fresh:
             audit.record(
                 session,
@@ -271,11 +270,12 @@ async def alert_parked(rt: Runtime) -> int:
 async def seal_audit(rt: Runtime) -> int:
     """Seal the committed audit rows into the hash chain (several dispatchers take turns)."""
     sealed = 0
-    while True:
+    for _ in range(SEAL_ROUNDS):  # a big backlog is sealed over several passes, not in one
         count = await seal_pending(rt.sessions, now=rt.clock.now(), batch=SEAL_BATCH)
         sealed += count
         if count < SEAL_BATCH:
-            return sealed
+            break
+    return sealed
 
 
 async def run_loop(rt: Runtime) -> None:

@@ -10,8 +10,9 @@ derived from the case, the survivor and the day, so running this twice makes one
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit
@@ -55,56 +56,75 @@ async def prompt_silence(rt: Runtime, rules: RuleSet, *, limit: int = 1000) -> i
                 m.Notification.survivor_id,
                 func.max(m.Notification.created_at).label("last"),
             )
-            .where(m.Notification.rule == rule)
+            # Any rules version's prompt counts: a new version must not prompt everyone again.
+            .where(m.Notification.status_reason == "silence")
             .group_by(m.Notification.case_id, m.Notification.survivor_id)
             .subquery()
         )
-        rows = (
-            await session.execute(
-                select(
-                    m.CaseSurvivor.case_id,
-                    m.CaseSurvivor.survivor_id,
-                    m.CaseSurvivor.added_at,
-                    informed.c.last,
-                    prompted.c.last,
-                )
-                .join(m.Case, m.Case.id == m.CaseSurvivor.case_id)
-                .join(m.Survivor, m.Survivor.id == m.CaseSurvivor.survivor_id)
-                .outerjoin(
-                    informed,
-                    (informed.c.case_id == m.CaseSurvivor.case_id)
-                    & (informed.c.survivor_id == m.CaseSurvivor.survivor_id),
-                )
-                .outerjoin(
-                    prompted,
-                    (prompted.c.case_id == m.CaseSurvivor.case_id)
-                    & (prompted.c.survivor_id == m.CaseSurvivor.survivor_id),
-                )
-                .where(
-                    m.Case.status == "open",
-                    m.Survivor.erased_at.is_(None),
-                    m.CaseSurvivor.added_at < now - timedelta(days=shortest),
-                )
-                .limit(limit)
-            )
-        ).all()
-        quiet = []
-        for case_id, survivor_id, added_at, last_informed, last_prompt in rows:
-            since = max(t for t in (added_at, last_informed, last_prompt) if t is not None)
-            quiet.append((case_id, survivor_id, since))
-        prefs = await current_preferences(session, sorted({s for _, s, _ in quiet}))
-        advocates = await current_advocates(session, sorted({s for _, s, _ in quiet}), now)
         created = 0
-        for case_id, survivor_id, since in quiet:
-            pref = prefs.get(survivor_id)
-            frequency = pref.frequency if pref is not None else "all"
-            days = rules.silence.after_days.get(frequency, rules.silence.after_days["all"])
-            if now - since < timedelta(days=days):
-                continue
-            if await _prompt(session, rules, rule, case_id, survivor_id, advocates, now):
-                created += 1
+        after: tuple[int, int] = (0, 0)
+        while True:  # every open case-survivor pair, a page at a time (keyset paging)
+            rows = (
+                await session.execute(
+                    select(
+                        m.CaseSurvivor.case_id,
+                        m.CaseSurvivor.survivor_id,
+                        m.CaseSurvivor.added_at,
+                        informed.c.last,
+                        prompted.c.last,
+                    )
+                    .join(m.Case, m.Case.id == m.CaseSurvivor.case_id)
+                    .join(m.Survivor, m.Survivor.id == m.CaseSurvivor.survivor_id)
+                    .outerjoin(
+                        informed,
+                        (informed.c.case_id == m.CaseSurvivor.case_id)
+                        & (informed.c.survivor_id == m.CaseSurvivor.survivor_id),
+                    )
+                    .outerjoin(
+                        prompted,
+                        (prompted.c.case_id == m.CaseSurvivor.case_id)
+                        & (prompted.c.survivor_id == m.CaseSurvivor.survivor_id),
+                    )
+                    .where(
+                        m.Case.status == "open",
+                        m.Survivor.erased_at.is_(None),
+                        m.CaseSurvivor.added_at < now - timedelta(days=shortest),
+                        tuple_(m.CaseSurvivor.case_id, m.CaseSurvivor.survivor_id)
+                        > tuple_(literal(after[0]), literal(after[1])),
+                    )
+                    .order_by(m.CaseSurvivor.case_id, m.CaseSurvivor.survivor_id)
+                    .limit(limit)
+                )
+            ).all()
+            if not rows:
+                break
+            after = (rows[-1][0], rows[-1][1])
+            created += await _prompt_page(session, rules, rule, rows, now)
+            if len(rows) < limit:
+                break
     if created:
         log.info("silence.prompted", count=created)
+    return created
+
+
+async def _prompt_page(
+    session: AsyncSession, rules: RuleSet, rule: str, rows: Any, now: datetime
+) -> int:
+    quiet = []
+    for case_id, survivor_id, added_at, last_informed, last_prompt in rows:
+        since = max(t for t in (added_at, last_informed, last_prompt) if t is not None)
+        quiet.append((case_id, survivor_id, since))
+    prefs = await current_preferences(session, sorted({s for _, s, _ in quiet}))
+    advocates = await current_advocates(session, sorted({s for _, s, _ in quiet}), now)
+    created = 0
+    for case_id, survivor_id, since in quiet:
+        pref = prefs.get(survivor_id)
+        frequency = pref.frequency if pref is not None else "all"
+        days = rules.silence.after_days.get(frequency, rules.silence.after_days["all"])
+        if now - since < timedelta(days=days):
+            continue
+        if await _prompt(session, rules, rule, case_id, survivor_id, advocates, now):
+            created += 1
     return created
 
 

@@ -71,3 +71,25 @@ async def test_a_quiet_case_prompts_the_advocate_to_check_in(
     assert len(check_ins) == 2
     assert "01AB1234524" in check_ins[0]["subject"]
     assert "check in" in check_ins[0]["body"]
+
+
+async def test_every_quiet_survivor_is_found_page_after_page(
+    make_settings: Any, pg_url: str, broker: EmbeddedBroker, clock_file: Path
+) -> None:
+    from services.rules.ruleset import load_rules
+    from services.rules.silence import prompt_silence
+
+    settings = make_settings(
+        database_url=pg_url, kafka_bootstrap=broker.bootstrap, silence_check_s=86_400
+    )
+    async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
+        await seed_team(stack)
+        async with httpx.AsyncClient(base_url=stack.url) as client:
+            for n in range(3):
+                event = crime_recorded(f"01AB12345{24 + n}", f"pg{n}")
+                assert (await client.post("/v1/events", json=event, headers=CE)).status_code == 202
+        await wait_for_files(settings.resolved_outbox_dir, 6)
+        write_clock_file(clock_file, CLOCK_T0 + timedelta(days=29), ticking=True)
+        rules = load_rules()
+        assert await prompt_silence(stack.runtime, rules, limit=1) == 3  # three pages of one
+        assert await prompt_silence(stack.runtime, rules, limit=1) == 0  # and only once
