@@ -198,7 +198,9 @@ def ingest_file(
     base = url or _find_stack(settings)
     if not file.is_file():
         fail(f"cannot read {file}: no such file")
-    secret: str | None = None
+    secret: str | None = (
+        settings.events_secret.get_secret_value() if settings.events_secret else None
+    )
     if feed is not None:
         from services.ingest.feeds import feed_secret
 

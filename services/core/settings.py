@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str | None = None
     public_base_url: str | None = None
+    # POST /v1/events (canonical events from any agency) is signed like a feed when this is
+    # set; in production it must be, or the route refuses every request.
+    events_secret: SecretStr | None = None
     feed_secret_police: SecretStr | None = None
     feed_secret_cps: SecretStr | None = None
     feed_secret_court: SecretStr | None = None

@@ -23,6 +23,7 @@ from services.core.cloudevents import FieldError
 from services.core.logs import get_logger
 from services.core.records import CaseEventRef
 from services.core.runtime import Runtime
+from services.core.settings import Environment, Settings
 from services.ingest.adapters import FEEDS
 from services.ingest.feeds import feed_secret, ingest_records, signature_problem
 from services.ingest.publishing import publish_events, publish_rejections
@@ -51,6 +52,9 @@ def router(rt: Runtime) -> APIRouter:
         body = await _read_body(request, settings.max_request_bytes)
         if isinstance(body, JSONResponse):
             return body
+        refused = _check_events_signature(settings, request, body)
+        if refused is not None:
+            return refused
         now = rt.clock.now()
         try:
             parsed: Any = json.loads(body)
@@ -124,6 +128,30 @@ def router(rt: Runtime) -> APIRouter:
         return _batch_response(outcomes)
 
     return api
+
+
+def _check_events_signature(
+    settings: Settings, request: Request, body: bytes
+) -> JSONResponse | None:
+    """`/v1/events` takes any agency's events: signed with CAREHUB_EVENTS_SECRET when it is set,
+    and refused outright in production when it is not."""
+    secret = settings.events_secret
+    if secret is None:
+        if settings.env is Environment.PRODUCTION:
+            return _error(403, "", "POST /v1/events needs CAREHUB_EVENTS_SECRET in production")
+        return None
+    problem = signature_problem(
+        secret.get_secret_value(),
+        request.headers.get("x-carehub-timestamp"),
+        request.headers.get("x-carehub-signature"),
+        body,
+        time.time(),
+    )
+    if problem is not None:
+        metrics.EVENTS_INGESTED.labels("unauthorised").inc()
+        log.warning("events.unauthorised")
+        return _error(401, "", problem)
+    return None
 
 
 def _batch_response(outcomes: list[Outcome]) -> JSONResponse:

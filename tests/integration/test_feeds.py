@@ -25,7 +25,7 @@ from services.ingest.client import send_file
 from services.ingest.dlq import replay
 from services.ingest.feeds import sign
 from tests.conftest import CLOCK_T0, REPO
-from tests.integration.test_pipeline import arrested, crime_recorded
+from tests.integration.test_pipeline import CE, arrested, crime_recorded
 
 SECRETS = {
     "police": "police-secret",
@@ -248,3 +248,43 @@ async def test_a_record_the_database_cannot_store_is_refused_alone(
         async with stack.runtime.sessions() as session:
             kept = (await session.scalars(select(m.RejectedRecord))).one()
         assert kept.reason_code == "unstorable"
+
+
+async def test_canonical_events_are_signed_when_a_secret_is_set_and_refused_in_production(
+    make_settings: Any, sqlite_url: str, broker: EmbeddedBroker
+) -> None:
+    from services.core.keys import new_keyring
+
+    body = json.dumps(crime_recorded("01AB1234524", "e1")).encode()
+    settings = make_settings(
+        database_url=sqlite_url, kafka_bootstrap=broker.bootstrap, events_secret="events-secret"
+    )
+    async with (
+        running_stack(settings, [ingest], own_broker=False) as stack,
+        httpx.AsyncClient(base_url=stack.url) as client,
+    ):
+        unsigned = await client.post("/v1/events", content=body, headers=CE)
+        assert unsigned.status_code == 401
+        stamp = str(int(time.time()))
+        signed = await client.post(
+            "/v1/events",
+            content=body,
+            headers={
+                **CE,
+                "x-carehub-timestamp": stamp,
+                "x-carehub-signature": sign("events-secret", stamp, body),
+            },
+        )
+        assert signed.status_code == 202, signed.text
+    production = make_settings(
+        database_url=sqlite_url,
+        kafka_bootstrap=broker.bootstrap,
+        env="production",
+        keys=json.dumps(new_keyring()),
+    )
+    async with (
+        running_stack(production, [ingest], own_broker=False) as stack,
+        httpx.AsyncClient(base_url=stack.url) as client,
+    ):
+        refused = await client.post("/v1/events", content=body, headers=CE)
+    assert refused.status_code == 403 and "CAREHUB_EVENTS_SECRET" in refused.text
