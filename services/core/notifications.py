@@ -41,3 +41,57 @@ def move(
         reason=reason,
         **codes,
     )
+
+
+def add_staff_notification(
+    session: AsyncSession,
+    *,
+    nid: str,
+    case_event_id: int,
+    case_id: int,
+    event_source: str,
+    event_id: str,
+    advocate: m.Advocate,
+    role: str,
+    survivor_id: int | None,
+    template: str,
+    template_version: int,
+    rules_version: str,
+    rule: str,
+    reason: str,
+    now: datetime,
+    due_by: datetime | None,
+    hold_reason: str | None = None,
+    supersedes_id: str | None = None,
+    inbound_id: int | None = None,
+) -> m.Notification:
+    """A message for an advocate or supervisor (a task, a prompt, a reply to pass on), by e-mail,
+    scheduled to go now; `supersedes_id` names the survivor's message it stands in for."""
+    row = m.Notification(
+        id=nid,
+        case_event_id=case_event_id,
+        case_id=case_id,
+        event_source=event_source,
+        event_id=event_id,
+        recipient_role=role,
+        survivor_id=survivor_id,
+        advocate_id=advocate.id,
+        channel="email",
+        language="en",
+        detail="discreet",
+        template=template,
+        template_version=template_version,
+        rules_version=rules_version,
+        rule=rule,
+        status=Status.SCHEDULED.value,
+        status_reason=reason,
+        hold_reason=hold_reason,
+        send_at=now,
+        due_by=due_by,
+        supersedes_id=supersedes_id,
+        inbound_id=inbound_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    return row

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
+from services.core.db.queries import current_preferences, person_for
 from services.core.domain import notification_id
 from services.core.logs import get_logger
+from services.core.notifications import add_staff_notification
 from services.core.rendering import catalogue
 from services.core.states import Status
 from services.notifier.last_look import hand_to_advocate
@@ -147,43 +148,34 @@ async def preference_not_met(
     survivor's messages still go, in English."""
     if row.survivor_id is None:
         return None
-    advocate = (await current_advocates(session, [row.survivor_id], now)).get(row.survivor_id)
-    if advocate is None:
-        advocate = await stand_in_supervisor(session, case)
-    if advocate is None:
+    person = await person_for(session, row.survivor_id, case, now)
+    if person is None:
         return None
-    role = "supervisor" if advocate.role == "supervisor" else "advocate"
+    advocate, role = person
     rule = f"{row.rules_version}:preference_not_met"
     nid = notification_id(
         "carehub/preferences", f"{row.survivor_id}:{what}", f"{role}:{advocate.id}", rule
     )
     if await session.get(m.Notification, nid) is not None:
         return nid
-    session.add(
-        m.Notification(
-            id=nid,
-            case_event_id=row.case_event_id,
-            case_id=row.case_id,
-            event_source=row.event_source,
-            event_id=row.event_id,
-            recipient_role=role,
-            survivor_id=row.survivor_id,
-            advocate_id=advocate.id,
-            channel="email",
-            language="en",
-            detail="discreet",
-            template=PREFERENCE_TEMPLATE,
-            template_version=catalogue()[PREFERENCE_TEMPLATE].version,
-            rules_version=row.rules_version,
-            rule=rule,
-            status=Status.SCHEDULED.value,
-            status_reason=what,
-            hold_reason=what,
-            send_at=now,
-            due_by=row.due_by,
-            created_at=now,
-            updated_at=now,
-        )
+    add_staff_notification(
+        session,
+        nid=nid,
+        case_event_id=row.case_event_id,
+        case_id=row.case_id,
+        event_source=row.event_source,
+        event_id=row.event_id,
+        advocate=advocate,
+        role=role,
+        survivor_id=row.survivor_id,
+        template=PREFERENCE_TEMPLATE,
+        template_version=catalogue()[PREFERENCE_TEMPLATE].version,
+        rules_version=row.rules_version,
+        rule=rule,
+        reason=what,
+        hold_reason=what,
+        now=now,
+        due_by=row.due_by,
     )
     audit.record(
         session,

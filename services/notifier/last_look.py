@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
+from services.core.db.queries import current_preferences, person_for
 from services.core.domain import notification_id
 from services.core.logs import get_logger
+from services.core.notifications import add_staff_notification
 from services.core.rendering import catalogue
 from services.core.safe_window import next_safe_instant, zone_named
-from services.core.states import Status
 
 ACTOR = "notifier"
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
@@ -87,10 +87,8 @@ async def hand_to_advocate(
     Its id is derived from the suppressed message, so doing this twice makes one task.
     """
     assert row.survivor_id is not None
-    advocate = (await current_advocates(session, [row.survivor_id], now)).get(row.survivor_id)
-    if advocate is None:
-        advocate = await stand_in_supervisor(session, case)
-    if advocate is None:
+    person = await person_for(session, row.survivor_id, case, now)
+    if person is None:
         audit.record(
             session,
             at=now,
@@ -101,38 +99,31 @@ async def hand_to_advocate(
             reason=reason,
         )
         return None
-    role = "supervisor" if advocate.role == "supervisor" else "advocate"
+    advocate, role = person
     rule = f"{row.rule}.undeliverable"
     task_id = notification_id(
         row.event_source, row.event_id, f"{role}:{advocate.id}:for-survivor:{row.survivor_id}", rule
     )
     if await session.get(m.Notification, task_id) is not None:
         return task_id
-    session.add(
-        m.Notification(
-            id=task_id,
-            case_event_id=row.case_event_id,
-            case_id=row.case_id,
-            event_source=row.event_source,
-            event_id=row.event_id,
-            recipient_role=role,
-            survivor_id=row.survivor_id,
-            advocate_id=advocate.id,
-            channel="email",
-            language="en",
-            detail="discreet",
-            template=PASS_ON_TEMPLATE,
-            template_version=catalogue()[PASS_ON_TEMPLATE].version,
-            rules_version=row.rules_version,
-            rule=rule,
-            status=Status.SCHEDULED.value,
-            status_reason=reason,
-            send_at=now,
-            due_by=row.due_by,
-            supersedes_id=row.id,
-            created_at=now,
-            updated_at=now,
-        )
+    add_staff_notification(
+        session,
+        nid=task_id,
+        case_event_id=row.case_event_id,
+        case_id=row.case_id,
+        event_source=row.event_source,
+        event_id=row.event_id,
+        advocate=advocate,
+        role=role,
+        survivor_id=row.survivor_id,
+        template=PASS_ON_TEMPLATE,
+        template_version=catalogue()[PASS_ON_TEMPLATE].version,
+        rules_version=row.rules_version,
+        rule=rule,
+        reason=reason,
+        now=now,
+        due_by=row.due_by,
+        supersedes_id=row.id,
     )
     audit.record(
         session,

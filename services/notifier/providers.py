@@ -28,11 +28,11 @@ from twilio.request_validator import RequestValidator
 
 from services.core import audit, metrics
 from services.core.db import models as m
-from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
+from services.core.db.queries import current_preferences, person_for
 from services.core.domain import notification_id as make_notification_id
 from services.core.keys import blind_index, normalise_phone
 from services.core.logs import get_logger
-from services.core.notifications import move
+from services.core.notifications import add_staff_notification, move
 from services.core.rendering import catalogue
 from services.core.runtime import Runtime
 from services.core.states import Status, can_transition
@@ -371,44 +371,35 @@ async def _pass_to_advocate(
     if last is None:
         return None
     case = await session.get_one(m.Case, last.case_id)
-    advocate = (await current_advocates(session, [survivor_id], now)).get(survivor_id)
-    if advocate is None:
-        advocate = await stand_in_supervisor(session, case)
-    if advocate is None:
+    person = await person_for(session, survivor_id, case, now)
+    if person is None:
         log.warning("inbound.no_advocate", survivor_id=survivor_id)
         return None
-    role = "supervisor" if advocate.role == "supervisor" else "advocate"
+    advocate, role = person
     rule = f"{last.rules_version}:inbound.reply"
     nid = make_notification_id(
         last.event_source, last.event_id, f"{role}:{advocate.id}:reply:{inbound.id}", rule
     )
     if await session.get(m.Notification, nid) is not None:
         return nid
-    session.add(
-        m.Notification(
-            id=nid,
-            case_event_id=last.case_event_id,
-            case_id=last.case_id,
-            event_source=last.event_source,
-            event_id=last.event_id,
-            recipient_role=role,
-            survivor_id=survivor_id,
-            advocate_id=advocate.id,
-            channel="email",
-            language="en",
-            detail="discreet",
-            template=REPLY_TEMPLATE,
-            template_version=catalogue()[REPLY_TEMPLATE].version,
-            rules_version=last.rules_version,
-            rule=rule,
-            status=Status.SCHEDULED.value,
-            status_reason="survivor_replied",
-            inbound_id=inbound.id,
-            send_at=now,
-            due_by=now,
-            created_at=now,
-            updated_at=now,
-        )
+    add_staff_notification(
+        session,
+        nid=nid,
+        case_event_id=last.case_event_id,
+        case_id=last.case_id,
+        event_source=last.event_source,
+        event_id=last.event_id,
+        advocate=advocate,
+        role=role,
+        survivor_id=survivor_id,
+        template=REPLY_TEMPLATE,
+        template_version=catalogue()[REPLY_TEMPLATE].version,
+        rules_version=last.rules_version,
+        rule=rule,
+        reason="survivor_replied",
+        now=now,
+        due_by=now,
+        inbound_id=inbound.id,
     )
     audit.record(
         session,

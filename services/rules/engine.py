@@ -10,7 +10,7 @@ hours; then the end-of-week rule.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from services.core.calendar import WorkingDayCalendar, due_by, london_date
 from services.core.domain import (
@@ -168,12 +168,17 @@ class Engine:
         supervisor = survivor.supervisor
         if supervisor is None or supervisor == survivor.advocate:
             return None
+        alert_at = half_window(s.clock_start, s.deadline, s.now)
+        if held.send_at is not None:
+            # Never after the fallback: by then the held message has gone by itself. A minute
+            # before it at the latest (or now, if that has passed).
+            alert_at = min(alert_at, max(s.now, held.send_at - timedelta(minutes=1)))
         return Decision(
             Outcome.TASK,
             supervisor,
             Channel.EMAIL,
             self.rules.distressing.supervisor,
-            half_window(s.clock_start, s.deadline, s.now),
+            alert_at,
             s.deadline,
             self.rules.rule_name(f"{s.rule.type}.supervisor_alert"),
             hold_reason="held_past_half_window",

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_advocates, current_preferences, stand_in_supervisor
+from services.core.db.queries import current_preferences, person_for
 from services.core.domain import notification_id
 from services.core.logs import get_logger
+from services.core.notifications import add_staff_notification
 from services.core.rendering import catalogue
 from services.core.runtime import Runtime
-from services.core.states import Status
 from services.rules.ruleset import RuleSet
 
 ACTOR = "dispatcher"
@@ -115,7 +115,6 @@ async def _prompt_page(
         since = max(t for t in (added_at, last_informed, last_prompt) if t is not None)
         quiet.append((case_id, survivor_id, since))
     prefs = await current_preferences(session, sorted({s for _, s, _ in quiet}))
-    advocates = await current_advocates(session, sorted({s for _, s, _ in quiet}), now)
     created = 0
     for case_id, survivor_id, since in quiet:
         pref = prefs.get(survivor_id)
@@ -123,7 +122,7 @@ async def _prompt_page(
         days = rules.silence.after_days.get(frequency, rules.silence.after_days["all"])
         if now - since < timedelta(days=days):
             continue
-        if await _prompt(session, rules, rule, case_id, survivor_id, advocates, now):
+        if await _prompt(session, rules, rule, case_id, survivor_id, now):
             created += 1
     return created
 
@@ -134,11 +133,10 @@ async def _prompt(
     rule: str,
     case_id: int,
     survivor_id: int,
-    advocates: dict[int, m.Advocate],
     now: datetime,
 ) -> bool:
     case = await session.get_one(m.Case, case_id)
-    advocate = advocates.get(survivor_id) or await stand_in_supervisor(session, case)
+    person = await person_for(session, survivor_id, case, now)
     # The prompt hangs off the case's latest event (every notification belongs to one).
     event = await session.scalar(
         select(m.CaseEvent)
@@ -146,10 +144,10 @@ async def _prompt(
         .order_by(m.CaseEvent.id.desc())
         .limit(1)
     )
-    if advocate is None or event is None:
+    if person is None or event is None:
         log.warning("silence.nobody_to_prompt", case_id=case_id, survivor_id=survivor_id)
         return False
-    role = "supervisor" if advocate.role == "supervisor" else "advocate"
+    advocate, role = person
     day = london_date(now).isoformat()
     nid = notification_id(
         "carehub/silence", f"{case_id}:{survivor_id}:{day}", f"{role}:{advocate.id}", rule
@@ -157,30 +155,23 @@ async def _prompt(
     if await session.get(m.Notification, nid) is not None:
         return False
     template = rules.silence.template
-    session.add(
-        m.Notification(
-            id=nid,
-            case_event_id=event.id,
-            case_id=case_id,
-            event_source=event.source,
-            event_id=event.event_id,
-            recipient_role=role,
-            survivor_id=survivor_id,
-            advocate_id=advocate.id,
-            channel="email",
-            language="en",
-            detail="discreet",
-            template=template,
-            template_version=catalogue()[template].version,
-            rules_version=rules.version,
-            rule=rule,
-            status=Status.SCHEDULED.value,
-            status_reason="silence",
-            send_at=now,
-            due_by=None,
-            created_at=now,
-            updated_at=now,
-        )
+    add_staff_notification(
+        session,
+        nid=nid,
+        case_event_id=event.id,
+        case_id=case_id,
+        event_source=event.source,
+        event_id=event.event_id,
+        advocate=advocate,
+        role=role,
+        survivor_id=survivor_id,
+        template=template,
+        template_version=catalogue()[template].version,
+        rules_version=rules.version,
+        rule=rule,
+        reason="silence",
+        now=now,
+        due_by=None,
     )
     audit.record(
         session,

@@ -66,3 +66,16 @@ async def stand_in_supervisor(session: AsyncSession, case: m.Case) -> m.Advocate
         return None
     supervisor = await session.get(m.Advocate, supervisor_id)
     return supervisor if supervisor is not None and supervisor.active else None
+
+
+async def person_for(
+    session: AsyncSession, survivor_id: int, case: m.Case, now: datetime
+) -> tuple[m.Advocate, str] | None:
+    """Who looks after this survivor now, and in which role: their advocate, else the team's
+    supervisor standing in ("advocate" or "supervisor"); None if there is nobody at all."""
+    advocate = (await current_advocates(session, [survivor_id], now)).get(survivor_id)
+    if advocate is None:
+        advocate = await stand_in_supervisor(session, case)
+    if advocate is None:
+        return None
+    return advocate, "supervisor" if advocate.role == "supervisor" else "advocate"
