@@ -91,6 +91,7 @@ async def test_emails_reach_the_server_as_text_and_html(
     assert text is not None and html is not None
     assert "Casey" in text.get_content() and "Casey" in html.get_content()
     assert "sam.supervisor@example.org" in by_to
+
     async def recorded() -> dict[tuple[str, str], m.Notification]:
         # The server has the message a moment before the notifier has recorded it.
         rows = await statuses(stack)

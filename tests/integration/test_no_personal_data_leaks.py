@@ -20,13 +20,19 @@ from sqlalchemy import select
 
 from services.cli import SERVICES
 from services.core.db import models as m
-from services.core.embedded_broker import EmbeddedBroker, free_port
+from services.core.embedded_broker import EmbeddedBroker
 from services.core.logs import configure_logging
 from services.core.runner import running_stack
 from services.core.topics import REGISTRY
 from services.notifier.twilio_standin import running_standin
 from tests.integration.test_pipeline import CE, crime_recorded, seed_team
-from tests.integration.test_twilio_delivery import SID, TOKEN, signed_post, until
+from tests.integration.test_twilio_delivery import (
+    SID,
+    TOKEN,
+    signed_post,
+    twilio_settings,
+    until,
+)
 
 NAME, PREFERRED = "Zebedee Quillfeather", "Zebedee"
 PHONE, EMAIL = "+447700900777", "zebedee.quillfeather@example.org"
@@ -65,20 +71,8 @@ async def test_personal_values_never_reach_logs_errors_or_the_broker(
     make_settings: Any, pg_url: str, broker: EmbeddedBroker, captured_logs: io.StringIO
 ) -> None:
     async with running_standin(account_sid=SID, auth_token=TOKEN) as standin:
-        port = free_port()
-        settings = make_settings(
-            database_url=pg_url,
-            kafka_bootstrap=broker.bootstrap,
-            http_port=port,
-            env="test",
-            sms_channel="twilio",
-            twilio_account_sid=SID,
-            twilio_auth_token=TOKEN,
-            twilio_from="+447700900001",
-            twilio_base_url=standin.base_url,
-            public_base_url=f"http://127.0.0.1:{port}",
-            sms_allowlist=PHONE,
-            log_level="DEBUG",
+        settings = twilio_settings(
+            make_settings, pg_url, broker, standin, sms_allowlist=PHONE, log_level="DEBUG"
         )
         async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
             await seed_team(stack)

@@ -25,26 +25,37 @@ TOKEN = "test-auth-token"
 SID = "AC" + "1" * 32
 
 
+def twilio_settings(
+    make_settings: Any, pg_url: str, broker: EmbeddedBroker, standin: Any, **more: Any
+) -> Any:
+    """A stack texting through the stand-in, with receipts coming back to its own HTTP port."""
+    port = free_port()
+    values: dict[str, Any] = {
+        "database_url": pg_url,
+        "kafka_bootstrap": broker.bootstrap,
+        "http_port": port,
+        "env": "test",
+        "sms_channel": "twilio",
+        "twilio_account_sid": SID,
+        "twilio_auth_token": TOKEN,
+        "twilio_from": "+447700900001",
+        "twilio_base_url": standin.base_url,
+        "public_base_url": f"http://127.0.0.1:{port}",
+        "sms_allowlist": NUMBER,
+        "retry_initial_s": 0.5,
+        "retry_max_s": 1.0,
+    }
+    values.update(more)
+    return make_settings(**values)
+
+
 @pytest.fixture
 async def twilio_stack(
     make_settings: Any, pg_url: str, broker: EmbeddedBroker
 ) -> AsyncIterator[tuple[Any, Any]]:
     async with running_standin(account_sid=SID, auth_token=TOKEN) as standin:
-        port = free_port()
-        settings = make_settings(
-            database_url=pg_url,
-            kafka_bootstrap=broker.bootstrap,
-            http_port=port,
-            env="test",
-            sms_channel="twilio",
-            twilio_account_sid=SID,
-            twilio_auth_token=TOKEN,
-            twilio_from="+447700900001",
-            twilio_base_url=standin.base_url,
-            public_base_url=f"http://127.0.0.1:{port}",
-            sms_allowlist=f"{NUMBER},+447700900322",
-            retry_initial_s=0.5,
-            retry_max_s=1.0,
+        settings = twilio_settings(
+            make_settings, pg_url, broker, standin, sms_allowlist=f"{NUMBER},+447700900322"
         )
         async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
             yield stack, standin
@@ -312,23 +323,13 @@ async def test_a_send_that_timed_out_after_twilio_took_it_is_not_sent_again(
 ) -> None:
     async with running_standin(account_sid=SID, auth_token=TOKEN) as standin:
         standin.control(respond_delay_ms=1500, callbacks=False)  # taken, answered too late
-        port = free_port()
-        settings = make_settings(
-            database_url=pg_url,
-            kafka_bootstrap=broker.bootstrap,
-            http_port=port,
-            env="test",
-            sms_channel="twilio",
-            twilio_account_sid=SID,
-            twilio_auth_token=TOKEN,
-            twilio_from="+447700900001",
-            twilio_base_url=standin.base_url,
-            public_base_url=f"http://127.0.0.1:{port}",
-            sms_allowlist=NUMBER,
+        settings = twilio_settings(
+            make_settings,
+            pg_url,
+            broker,
+            standin,
             twilio_timeout_s=0.5,
             send_quick_retries=0,  # straight to a durable retry, which must ask first
-            retry_initial_s=0.5,
-            retry_max_s=1.0,
         )
         async with running_stack(settings, list(SERVICES.values()), own_broker=False) as stack:
             await seed_team(stack)
