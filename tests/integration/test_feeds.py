@@ -288,3 +288,15 @@ async def test_canonical_events_are_signed_when_a_secret_is_set_and_refused_in_p
     ):
         refused = await client.post("/v1/events", content=body, headers=CE)
     assert refused.status_code == 403 and "CAREHUB_EVENTS_SECRET" in refused.text
+
+
+async def test_a_feed_cannot_send_under_another_agencys_source(feed_stack: Any) -> None:
+    borrowed = {**arrested("01AB1234524", "s1"), "source": "cps/01"}
+    refused = await post_signed(feed_stack, "police", json.dumps(borrowed).encode())
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"pointer": "/source", "message": "must start with police/"}
+    ]
+    async with feed_stack.runtime.sessions() as session:
+        (kept,) = (await session.scalars(select(m.RejectedRecord))).all()
+    assert (kept.feed, kept.reason_code) == ("police", "source_not_allowed_for_feed")
