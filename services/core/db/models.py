@@ -371,7 +371,96 @@ class AuditChainHead(Base):
     updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class StaffAccount(Base):
+    """A person who signs in to the portal: an advocate, a supervisor or operations.
+
+    Advocates and supervisors are linked to their `advocates` row (what they may see follows
+    from it); operations staff see no personal data and have none. The password is an argon2
+    hash; the TOTP secret is protected like every other secret a database dump must not give away.
+    """
+
+    __tablename__ = "staff_accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # advocate, supervisor, operations
+    advocate_id: Mapped[int | None] = mapped_column(ForeignKey("advocates.id"), nullable=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    totp_secret: Mapped[str] = mapped_column(Protected())
+    # The last TOTP time step accepted: a code is good once (a replayed code is refused).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+
+
+class StaffSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "staff_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(token) hex
+    account_id: Mapped[int] = mapped_column(ForeignKey("staff_accounts.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    # "password": the password was right, the second factor is still owed; "full": signed in.
+    stage: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ApiToken(Base):
+    """A bearer token for upstream and operations tooling, acting as one staff account."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256(token) hex
+    account_id: Mapped[int] = mapped_column(ForeignKey("staff_accounts.id"))
+    name: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins per key ("user:<name>", "ip:<address>") in a fixed window, shared by
+    every portal process through the database."""
+
+    __tablename__ = "sign_in_throttle"
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    window_start: Mapped[datetime]
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AdvocateAction(Base):
+    """What an advocate asked for about a held message; the dispatcher carries it out.
+
+    The portal never moves a notification itself (design: it writes actions, the dispatcher
+    acts), so an action on a message that has since moved on is recorded as moot, not lost.
+    """
+
+    __tablename__ = "advocate_actions"
+    __table_args__ = (Index(None, "carried_out_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id"), index=True)
+    # release, told_in_person, cancel
+    action: Mapped[str] = mapped_column(String(24))
+    reason_code: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    note: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(64))  # "staff:<id>"
+    requested_at: Mapped[datetime]
+    carried_out_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # done, or why not: moot (the message had moved on), refused (not allowed any more)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    outcome_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 __all__ = [
+    "AdvocateAction",
+    "ApiToken",
+    "SignInThrottle",
+    "StaffAccount",
+    "StaffSession",
     "AdvocateAssignment",
     "Advocate",
     "AuditChainHead",
