@@ -28,6 +28,7 @@ from services.core.records import CaseEventRef, NotificationDue
 from services.core.runtime import Runtime
 from services.core.states import Status, check_transition
 from services.core.topics import CASE_EVENTS, NOTIFICATIONS_DUE
+from services.rules.actions import carry_out_actions
 from services.rules.ruleset import load_rules
 from services.rules.silence import prompt_silence
 
@@ -286,6 +287,7 @@ async def run_loop(rt: Runtime) -> None:
     rules = load_rules(rt.settings.rules_file)
     loop = asyncio.get_running_loop()
     while True:
+        await carry_out_actions(rt)  # first: an advocate's decision comes before the fallback
         await release_fallbacks(rt)
         released = await release_due(rt)
         now = rt.clock.now()
