@@ -100,6 +100,11 @@ class ContactPreference:
     frequency: Frequency = Frequency.ALL
     detail: Detail = Detail.DISCREET
     opted_out: bool = False
+    # A postal address is on file, and letters to it are recorded as safe (no one else opens
+    # the post). The record has no review date for letters yet.
+    has_address: bool = False
+    letter_safe: bool = False
+    letter_safe_review_by: date | None = None
 
 
 @dataclass(frozen=True)

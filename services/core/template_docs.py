@@ -20,10 +20,11 @@ from services.core.rendering import (
     TemplateInfo,
     catalogue,
     render,
+    render_letter,
 )
 
 LANGUAGE_NAMES: Final[Mapping[str, str]] = {"en": "English", "cy": "Cymraeg (Welsh)"}
-CHANNEL_NAMES: Final[Mapping[str, str]] = {"sms": "SMS", "email": "E-mail"}
+CHANNEL_NAMES: Final[Mapping[str, str]] = {"sms": "SMS", "email": "E-mail", "letter": "Letter"}
 
 # --- what every message is held to (tests/unit/test_template_lint.py) ---------------------------
 
@@ -55,8 +56,15 @@ SAMPLE: Final[Mapping[str, Any]] = {
     "vrr": None,
     "survivor_message": "sent",
     "reply_text": None,
+    "decision_reason": "There is not enough evidence to take the case to court.",
+    "meeting_offered": False,
+    "letter": "none",
 }
 """Values as the notifier gives them today (English, whatever the message's language)."""
+
+LETTER_ADDRESS: Final = "Sam Example\nFlat 2\n1 Example Road\nExampleton\nZZ99 9ZZ"
+"""A letter is shown as printed, to this (fake) address, dated as below."""
+LETTER_DATES: Final[Mapping[str, str]] = {"en": "18 November 2026", "cy": "18 Tachwedd 2026"}
 
 SCENARIOS: Final[Mapping[str, Mapping[str, Any]]] = {
     "survivor_welcome": {"event_type": "police.crime_recorded"},
@@ -75,6 +83,11 @@ SCENARIOS: Final[Mapping[str, Mapping[str, Any]]] = {
     "advocate_pass_on_update": {"reason": "opted out"},
     "advocate_survivor_replied": {"reply_text": "Can someone call me please"},
     "advocate_preference_not_met": {"reason": "messages in Polish"},
+    "survivor_decision_letter": {
+        "event_type": "cps.charging_decision",
+        "vrr": "cps",
+        "meeting_offered": True,
+    },
 }
 """What each template is shown about, where the sample event would not be typical of it."""
 
@@ -95,6 +108,14 @@ def _fenced(message: RenderedMessage) -> list[str]:
         message.body if message.subject is None else f"Subject: {message.subject}\n\n{message.body}"
     )
     return ["```text", *text.splitlines(), "```"]
+
+
+def _fenced_letter(message: RenderedMessage, language: str) -> list[str]:
+    """A letter as printed: address, date, heading and words (the HTML has the same words)."""
+    assert message.subject is not None
+    date = LETTER_DATES.get(language, LETTER_DATES["en"])
+    printed = render_letter(message.subject, message.body, LETTER_ADDRESS, date, message.language)
+    return ["```text", *printed.text.rstrip("\n").splitlines(), "```"]
 
 
 def _sms_line(body: str) -> str:
@@ -141,7 +162,11 @@ def _template(info: TemplateInfo, directory: Path) -> list[str]:
                 shown = LANGUAGE_NAMES.get(message.language, message.language)
                 if message.language != language:
                     shown += f" (no {LANGUAGE_NAMES.get(language, language)} file yet)"
-                lines += [f"**{shown}{label}**", "", *_fenced(message), ""]
+                if channel == "letter":
+                    fenced = _fenced_letter(message, language)
+                else:
+                    fenced = _fenced(message)
+                lines += [f"**{shown}{label}**", "", *fenced, ""]
                 if channel == "sms":
                     lines += [_sms_line(message.body), ""]
     return lines
@@ -187,8 +212,9 @@ def markdown(directory: Path = TEMPLATES_DIR) -> str:
         "  as in English, a sentence to a survivor has at most"
         f" {SENTENCE_WORDS_LIMIT['survivor']} words and one to an",
         f"  advocate at most {SENTENCE_WORDS_LIMIT['advocate']};",
-        "- a discreet survivor SMS, and the subject of a discreet survivor e-mail, name neither",
-        "  the offence nor the justice system, in English or Welsh (the word list is in the test);",
+        "- a discreet survivor SMS, and the subject of a discreet survivor e-mail or the",
+        "  heading of a letter, name neither the offence nor the justice system, in English or",
+        "  Welsh (the word list is in the test);",
         "- every survivor message names the advocate and how to reach them, says where to get",
         "  support and to call 999 in danger. An SMS gives only the support line's number, from",
         "  `_support.j2`: the service's name would say what the text is about;",
@@ -198,9 +224,14 @@ def markdown(directory: Path = TEMPLATES_DIR) -> str:
         f"- an SMS is at most {SMS_SEGMENT_LIMIT} segments in either language, also when a name",
         "  such as Siân makes it UCS-2 (70 characters in one segment, 67 per segment when split;",
         "  GSM-7 takes 160 and 153);",
-        "- a value containing template syntax or HTML is shown literally, never evaluated;",
+        "- a value containing template syntax or HTML is shown literally, never evaluated, in a",
+        "  letter's HTML too (its layout, `_letter.html.j2`, escapes every value);",
         "- the Welsh templates use the same variables, summarise the same events and name every",
         "  event type, as the English do.",
+        "",
+        "Letters (`letter_task`) are printed and posted by a person. Each is stored as plain text",
+        "and as HTML with the same words, laid out for a window envelope: the address as recorded,",
+        "the date it was queued, the heading, then the words. They are shown here as printed.",
         "",
         "## Sample values",
         "",

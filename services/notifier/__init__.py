@@ -25,7 +25,7 @@ log = get_logger(NAME)
 
 
 def mount(rt: Runtime, app: FastAPI) -> None:
-    channels = channels_from_settings(rt.settings)
+    channels = channels_from_settings(rt.settings, rt.sessions)
     limiter = SendRateLimiter(
         rt.sessions, rt.settings.sms_rate_per_s, is_sqlite=rt.settings.is_sqlite
     )

@@ -85,13 +85,28 @@ class Undeliverable(Exception):
         self.code = code
 
 
+def _event_data(event: m.CaseEvent) -> dict[str, Any]:
+    data = event.payload.get("data") if isinstance(event.payload, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def _vrr(event: m.CaseEvent) -> str | None:
     """Which Victims' Right to Review scheme a decision falls under, if the agency said it does."""
-    data = event.payload.get("data") if isinstance(event.payload, dict) else None
-    if isinstance(data, dict) and data.get("vrr_eligible") is True:
+    if _event_data(event).get("vrr_eligible") is True:
         agency = event.type.split(".", 1)[0]
         return agency if agency in ("police", "cps") else None
     return None
+
+
+def _decision_reason(event: m.CaseEvent) -> str | None:
+    """The reason the agency gave for a decision, as validated on the way in (schemas/data)."""
+    reason = _event_data(event).get("reason")
+    return (reason.strip() or None) if isinstance(reason, str) else None
+
+
+# The rules name a letter a duty needs in writing `<version>:<event type>.letter`.
+LETTER_RULE_SUFFIX = ".letter"
+LETTER_CHANNEL = "letter_task"
 
 
 async def _advocate_for(
@@ -140,6 +155,8 @@ async def _survivor_message(session: AsyncSession, row: m.Notification) -> str:
                 m.DecisionRow.recipient_role == "survivor",
                 # An escalation is recorded against the survivor too; it is not their message.
                 m.DecisionRow.outcome.in_(("send", "hold", "suppress")),
+                # Nor is a letter the Code requires besides it: `letter` says what became of that.
+                m.DecisionRow.rule.not_like(f"%{LETTER_RULE_SUFFIX}"),
             )
             .order_by(m.DecisionRow.id)
             .limit(1)
@@ -151,6 +168,28 @@ async def _survivor_message(session: AsyncSession, row: m.Notification) -> str:
     if outcome == "send":
         return "sent"
     return SURVIVOR_MESSAGE.get((outcome, reason), "none")
+
+
+async def _duty_letter(session: AsyncSession, row: m.Notification) -> str:
+    """What became of the letter the Code requires about the same event, for the advocate:
+    "held" (it waits for them, like held news), "sent" (queued for post or posted) or "none"."""
+    if row.survivor_id is None:
+        return "none"
+    statuses = (
+        await session.scalars(
+            select(m.Notification.status).where(
+                m.Notification.case_event_id == row.case_event_id,
+                m.Notification.survivor_id == row.survivor_id,
+                m.Notification.recipient_role == "survivor",
+                m.Notification.channel == LETTER_CHANNEL,
+                m.Notification.rule.like(f"%{LETTER_RULE_SUFFIX}"),
+            )
+        )
+    ).all()
+    if Status.HELD in statuses:
+        return "held"
+    gone = (Status.FAILED, Status.SUPPRESSED, Status.CANCELLED, Status.EXPIRED)
+    return "sent" if any(status not in gone for status in statuses) else "none"
 
 
 async def _address_and_variables(
@@ -168,10 +207,14 @@ async def _address_and_variables(
         "due_by_text": due_text(row.due_by, row.language),
         "fallback_text": await _fallback_text(session, row),
         "vrr": _vrr(event),
-        # What became of the survivor's own message: only advocates' messages say it.
+        "decision_reason": _decision_reason(event),
+        "meeting_offered": _event_data(event).get("meeting_offered") is True,
+        # What became of the survivor's own message, and of a letter the Code requires: only
+        # advocates' messages say it.
         "survivor_message": (
             "none" if row.recipient_role == "survivor" else await _survivor_message(session, row)
         ),
+        "letter": "none" if row.recipient_role == "survivor" else await _duty_letter(session, row),
         "case_urn": case.urn,
         "event_type": event.type,
         "detail": row.detail,
@@ -189,7 +232,11 @@ async def _address_and_variables(
         variables["recipient_name"] = name
         address = None
         if pref is not None:
-            address = pref.phone if row.channel == "sms" else pref.email
+            address = {
+                "sms": pref.phone,
+                "email": pref.email,
+                LETTER_CHANNEL: pref.postal_address,
+            }.get(row.channel or "")
     else:
         variables["recipient_name"] = advocate.display_name if advocate else "colleague"
         why = row.status_reason or row.rule.rsplit(".", 1)[-1]
@@ -279,7 +326,7 @@ async def claim(
             version = previous.template_version or row.template_version
         else:
             try:
-                if row.channel is None:
+                if row.channel is None or row.channel not in channels:
                     raise Undeliverable("no_channel")
                 event = await session.get_one(m.CaseEvent, row.case_event_id)
                 address, variables = await _address_and_variables(session, row, case, event, now)
@@ -635,3 +682,20 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
         select(m.Notification.status, func.count()).group_by(m.Notification.status)
     )
     return {status: n for status, n in rows.all()}
+
+
+async def draft(
+    session: AsyncSession, row: m.Notification, now: datetime
+) -> tuple[str | None, str] | None:
+    """The words a notification would go out with now (subject, body), for an advocate reading a
+    held message before releasing it; None when it cannot be rendered (no channel, no address)."""
+    if row.channel is None:
+        return None
+    case = await session.get_one(m.Case, row.case_id)
+    event = await session.get_one(m.CaseEvent, row.case_event_id)
+    try:
+        _address, variables = await _address_and_variables(session, row, case, event, now)
+        rendered = render(row.template, row.channel, row.language, variables)
+    except (Undeliverable, TemplateError):
+        return None
+    return rendered.subject, rendered.body

@@ -4,13 +4,16 @@ A permanent failure (an invalid or unsubscribed number, a refused address, a mes
 back undelivered) makes a new notification linked to the failed one (`supersedes_id`) on the
 survivor's other channel, if it is safe today and not already tried for this message; if there
 is none, their advocate gets a task to tell them, because a survivor who could not be reached is
-never left without a person (trauma-informed rules 1 and 15).
+never left without a person (trauma-informed rules 1 and 15). A letter is the last channel
+tried, and never when the survivor already has a letter about the same event (the one the Code
+requires, say): one letter about one event.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit
@@ -43,8 +46,11 @@ async def channels_tried(session: AsyncSession, row: m.Notification) -> set[str]
     return tried
 
 
+LETTER = "letter_task"
+
+
 async def safe_channels(session: AsyncSession, survivor_id: int, now: datetime) -> list[str]:
-    """The survivor's channels that are safe to use today, texts first."""
+    """The survivor's channels that are safe to use today: texts, e-mail, then the post."""
     pref = (await current_preferences(session, [survivor_id])).get(survivor_id)
     if pref is None or pref.opted_out or pref.frequency == "none":
         return []
@@ -62,7 +68,31 @@ async def safe_channels(session: AsyncSession, survivor_id: int, now: datetime) 
         and (pref.email_safe_review_by is None or pref.email_safe_review_by >= today)
     ):
         safe.append("email")
+    if (
+        pref.postal_address
+        and pref.letter_safe
+        and (pref.letter_safe_review_by is None or pref.letter_safe_review_by >= today)
+    ):
+        safe.append(LETTER)
     return safe
+
+
+async def _has_letter(session: AsyncSession, row: m.Notification) -> bool:
+    """Whether the survivor already has a letter about this event (queued, held or posted)."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(m.Notification)
+        .where(
+            m.Notification.case_event_id == row.case_event_id,
+            m.Notification.survivor_id == row.survivor_id,
+            m.Notification.recipient_role == "survivor",
+            m.Notification.channel == LETTER,
+            m.Notification.status.not_in(
+                (Status.FAILED, Status.SUPPRESSED, Status.CANCELLED, Status.EXPIRED)
+            ),
+        )
+    )
+    return bool(count)
 
 
 async def fall_back(
@@ -79,6 +109,8 @@ async def fall_back(
     other = next(
         (c for c in await safe_channels(session, row.survivor_id, now) if c not in tried), None
     )
+    if other == LETTER and await _has_letter(session, row):
+        other = None
     if other is None:
         return await hand_to_advocate(session, row, case, reason, now)
     rule = f"{row.rule}.fallback"

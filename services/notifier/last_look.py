@@ -25,6 +25,7 @@ from services.core.safe_window import next_safe_instant, zone_named
 
 ACTOR = "notifier"
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
+LETTER = "letter_task"
 log = get_logger(ACTOR)
 
 
@@ -55,6 +56,11 @@ async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: date
     elif row.channel == "email":
         review = pref.email_safe_review_by
         safe = bool(pref.email) and pref.email_safe and (review is None or review >= today)
+    elif row.channel == LETTER:
+        review = pref.letter_safe_review_by
+        safe = (
+            bool(pref.postal_address) and pref.letter_safe and (review is None or review >= today)
+        )
     else:
         safe = False
     return None if safe else "channel_no_longer_safe"
@@ -65,8 +71,9 @@ async def put_off_until(
 ) -> datetime | None:
     """When a survivor's message should go instead of now, if now is outside their safe window
     (a backlog or an outage delayed it into the night); None to send it now. The deadline still
-    wins: a message that would miss it by waiting goes now (rule 14)."""
-    if row.recipient_role != "survivor" or row.survivor_id is None:
+    wins: a message that would miss it by waiting goes now (rule 14). A letter is never put off:
+    it is read when the post comes, not when it is queued for a person to post."""
+    if row.recipient_role != "survivor" or row.survivor_id is None or row.channel == LETTER:
         return None
     pref = await preference_of(session, row.survivor_id)
     if pref is None:

@@ -93,3 +93,10 @@ def due_text(value: datetime | None, language: str, *, with_time: bool = False) 
     local = value.astimezone(LONDON)
     text = f"{DAYS[lang][local.weekday()]} {local.day} {MONTHS[lang][local.month - 1]}"
     return f"{text} {WORDS[lang]['at']} {local:%H:%M}" if with_time else text
+
+
+def letter_date(value: datetime, language: str) -> str:
+    """The date at the top of a letter: '18 November 2026' (or '18 Tachwedd 2026')."""
+    lang = language if language in WORDS else "en"
+    local = value.astimezone(LONDON)
+    return f"{local.day} {MONTHS[lang][local.month - 1]} {local.year}"

@@ -73,6 +73,9 @@ def to_domain_preference(row: m.ContactPreference) -> ContactPreference:
         frequency=Frequency(row.frequency),
         detail=Detail(row.detail),
         opted_out=row.opted_out,
+        has_address=bool(row.postal_address),
+        letter_safe=row.letter_safe,
+        letter_safe_review_by=row.letter_safe_review_by,
     )
 
 

@@ -40,12 +40,22 @@ def _who(rule: EventRule, rules: RuleSet) -> str:
         return (
             f"the advocate first (`{d.advocate}`); each survivor held (`{d.survivor}`); "
             f"the supervisor at half the window (`{d.supervisor}`)"
-        )
+        ) + _letter(rule)
     parts = []
     for notify in rule.notify:
         person = "each survivor" if notify.to == "survivor" else "the advocate"
         parts.append(f"{person} (`{notify.template}`)")
-    return "; ".join(parts)
+    return "; ".join(parts) + _letter(rule)
+
+
+def _letter(rule: EventRule) -> str:
+    if rule.letter is None:
+        return ""
+    when = "".join(
+        f" when `{field}` is {', '.join(str(v) for v in values)}"
+        for field, values in rule.letter.when
+    )
+    return f"; **in writing**{when}: a letter (`{rule.letter.template}`) where a letter is safe"
 
 
 def summary(rules: RuleSet) -> list[dict[str, Any]]:
@@ -62,6 +72,15 @@ def summary(rules: RuleSet) -> list[dict[str, Any]]:
             "distressing_unless": {k: list(v) for k, v in rule.distressing_unless},
             "key_stage": rule.key_stage,
             "coalesce": rule.coalesce,
+            "letter": (
+                None
+                if rule.letter is None
+                else {
+                    "template": rule.letter.template,
+                    "when": {k: list(v) for k, v in rule.letter.when},
+                    "rule": rules.rule_name(f"{rule.type}.letter"),
+                }
+            ),
             "deadline_wd": {"standard": rule.standard_wd, "enhanced": rule.enhanced_wd},
             "clock_from": rule.clock_from,
         }
@@ -101,11 +120,22 @@ def markdown(rules: RuleSet) -> str:
         "   checked again; if they opted out or the channel is no longer safe it is stopped and",
         "   the advocate gets a task to tell them instead; if a delay pushed it into their quiet",
         "   hours it waits for their window, unless that would miss the deadline.",
-        "9. **Silence is surfaced.** A survivor who has heard nothing from us for longer than",
-        f"   {rules.silence.after_days['all']} days (all updates), "
+        "9. **Letters.** A survivor whose only safe channel is the post (an address on file,",
+        "   recorded as safe for letters) is written to: a person prints and posts the letter,",
+        "   queued for them as plain text and HTML. A duty the Code requires in writing (marked",
+        "   **in writing** below) also gets a letter, besides the usual message, wherever a letter",
+        "   is safe, and instead of the usual letter for a survivor who can only be written to.",
+        "   Opt-out, their frequency and advocate-first apply to letters as to any message (a",
+        "   held letter goes to be posted with the held message, or at noon on the deadline's",
+        "   day); quiet hours and the end-of-week rule do not, because a letter is read when the",
+        "   post comes, not when it is queued. Without a safe letter the usual message and the",
+        "   advocate carry the duty. The survivor counts as informed two working days after the",
+        "   letter is marked posted (first-class post).",
+        "10. **Silence is surfaced.** A survivor who has heard nothing from us for longer than",
+        f"    {rules.silence.after_days['all']} days (all updates), "
         f"{rules.silence.after_days['key_stages']} days (key stages only) or "
         f"{rules.silence.after_days['none']} days (no updates) has their advocate prompted to",
-        f"   check in (`{rules.silence.template}`), and again after as long if it stays quiet.",
+        f"    check in (`{rules.silence.template}`), and again after as long if it stays quiet.",
         "",
         "With no advocate, the team's supervisor stands in; with nobody at all, the decision is",
         "an escalation.",

@@ -6,13 +6,21 @@ the consumer and when an advocate asks "why was I (not) told?".
 Precedence (trauma-informed rule 14): opt-out and unsafe channels are absolute (what the law
 still requires goes through the advocate); then the deadline; then advocate-first; then quiet
 hours; then the end-of-week rule.
+
+Letters (`letter_task`: a person prints and posts them). A survivor whose only safe channel is
+the post is written to; a duty the Code requires in writing (rules data `letter`) also gets a
+letter wherever one is safe. Opt-out, the survivor's frequency and advocate-first apply to
+letters as to any message. Quiet hours and the end-of-week rule do not: they protect the moment
+a message is read, and a letter is read when the post comes, a day or more after a person posts
+it, never at the moment it is handed to them. Held distressing news is what keeps a letter from
+arriving before the advocate has spoken to the survivor.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from services.core.calendar import WorkingDayCalendar, due_by, london_date
+from services.core.calendar import LONDON, WorkingDayCalendar, due_by, london_date
 from services.core.domain import (
     CaseContext,
     Channel,
@@ -26,11 +34,12 @@ from services.core.domain import (
     Role,
     SurvivorContext,
 )
-from services.rules.ruleset import EventRule, NotifyRule, RuleSet
-from services.rules.timing import fallback_time, half_window, next_safe_time
+from services.rules.ruleset import LETTER_RULE_ID, EventRule, NotifyRule, RuleSet
+from services.rules.timing import LATE_GRACE, fallback_time, half_window, next_safe_time
 
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
 NO_SAFE_CHANNEL_TEMPLATE = "advocate_no_safe_channel"
+LETTER_FALLBACK_TIME = time(12, 0)  # London: a held letter goes to be posted during the day
 
 
 class Engine:
@@ -49,7 +58,8 @@ class Engine:
         start = self._clock_start(rule, event)
         days = rule.enhanced_wd if context.enhanced_rights else rule.standard_wd
         deadline = due_by(start, days, self.calendar)
-        situation = _Situation(rule, start, deadline, now, rule.is_distressing(event.data))
+        letter = rule.letter.template if rule.letter and rule.letter.applies(event.data) else None
+        situation = _Situation(rule, start, deadline, now, rule.is_distressing(event.data), letter)
         decisions: list[Decision] = []
         for survivor in context.survivors:
             decisions.extend(self._for_survivor(situation, survivor))
@@ -69,6 +79,9 @@ class Engine:
         for notify in s.rule.notify:
             if notify.to == "survivor":
                 out.extend(self._to_survivor(s, notify, survivor))
+        letter = self._duty_letter(s, survivor, out)
+        if letter is not None:
+            out.append(letter)
         held = next((d for d in out if d.hold_reason == "advocate_first"), None)
         for notify in s.rule.notify:
             if notify.to == "advocate":
@@ -146,6 +159,12 @@ class Engine:
                 send_at, note = s.now, "deadline_before_safe_window"
         # The channel must be safe on the day it is used, not only today (rule 1).
         channel = safe_channel(pref, london_date(max(s.now, send_at)))
+        if channel is None and letter_is_safe(pref, london_date(s.now)):
+            if s.letter is not None:
+                # Never two letters about one event: their message is the letter the Code needs.
+                return [decision(Outcome.MERGE, hold_reason="merged_into_letter")]
+            channel = Channel.LETTER_TASK
+            send_at, note = self._letter_time(s, held=None)
         if channel is None:
             reason = "no_safe_channel" if pref is not None else "no_contact_preferences"
             return [
@@ -161,6 +180,50 @@ class Engine:
                 )
             ]
         return [decision(Outcome.SEND, channel=channel, send_at=send_at, hold_reason=note)]
+
+    def _duty_letter(
+        self, s: _Situation, survivor: SurvivorContext, own: list[Decision]
+    ) -> Decision | None:
+        """The letter a duty needs in writing, for a survivor a letter is safe for and whose own
+        message was not stopped by their choices (opt-out, no updates, key stages only)."""
+        pref = survivor.preference
+        if s.letter is None or pref is None or not letter_is_safe(pref, london_date(s.now)):
+            return None
+        if any(d.outcome is Outcome.SUPPRESS for d in own):
+            return None
+        held = next((d for d in own if d.hold_reason == "advocate_first"), None)
+        send_at, reason = self._letter_time(s, held)
+        return Decision(
+            Outcome.HOLD if s.distressing else Outcome.SEND,
+            survivor.survivor,
+            Channel.LETTER_TASK,
+            s.letter,
+            send_at,
+            s.deadline,
+            self.rules.rule_name(f"{s.rule.type}.{LETTER_RULE_ID}"),
+            hold_reason="advocate_first" if s.distressing else reason,
+            detail=Detail.DISCREET if s.distressing else _detail(pref),
+            language=pref.language,
+            survivor_id=survivor.survivor.id,
+        )
+
+    def _letter_time(self, s: _Situation, held: Decision | None) -> tuple[datetime, str | None]:
+        """When a letter is handed to a person to post (its `send_at`), and the note on it.
+
+        At once, whatever the hour (no quiet hours: see the module docstring). Held news goes
+        with the survivor's held message if there is one, so the advocate is given one time;
+        else at noon London time on the deadline's day (never before now, never after the
+        deadline); news already past its deadline still leaves the advocate a few hours.
+        """
+        if not s.distressing:
+            return s.now, ("deadline_already_passed" if s.deadline <= s.now else None)
+        if held is not None and held.send_at is not None:
+            return held.send_at, None
+        if s.deadline <= s.now:
+            return s.now + LATE_GRACE, None
+        day = s.deadline.astimezone(LONDON).date()
+        noon = datetime.combine(day, LETTER_FALLBACK_TIME, tzinfo=LONDON).astimezone(UTC)
+        return min(max(noon, s.now), s.deadline), None
 
     def _supervisor_alert(
         self, s: _Situation, survivor: SurvivorContext, held: Decision
@@ -199,7 +262,7 @@ class Engine:
 class _Situation:
     """What every decision about one event shares."""
 
-    __slots__ = ("rule", "clock_start", "deadline", "now", "distressing")
+    __slots__ = ("rule", "clock_start", "deadline", "now", "distressing", "letter")
 
     def __init__(
         self,
@@ -208,12 +271,14 @@ class _Situation:
         deadline: datetime,
         now: datetime,
         distressing: bool,
+        letter: str | None,
     ) -> None:
         self.rule = rule
         self.clock_start = clock_start
         self.deadline = deadline
         self.now = now
         self.distressing = distressing
+        self.letter = letter  # the template of the letter this event's duty needs, if any
 
 
 def _detail(pref: ContactPreference | None) -> Detail:
@@ -258,9 +323,10 @@ def _to_advocate_or_escalate(
 
 
 def safe_channel(pref: ContactPreference | None, today: date) -> Channel | None:
-    """The channel recorded as safe today (SMS first, then e-mail), or None.
+    """The digital channel recorded as safe today (SMS first, then e-mail), or None.
 
-    A safety check past its review date no longer counts (trauma-informed rule 1).
+    A safety check past its review date no longer counts (trauma-informed rule 1). A letter is
+    the last resort, not a digital channel: see `letter_is_safe`.
     """
     if pref is None:
         return None
@@ -269,6 +335,27 @@ def safe_channel(pref: ContactPreference | None, today: date) -> Channel | None:
     if pref.has_email and pref.email_safe and _current(pref.email_safe_review_by, today):
         return Channel.EMAIL
     return None
+
+
+def letter_is_safe(pref: ContactPreference | None, today: date | None = None) -> bool:
+    """A postal address is on file and letters to it are recorded as safe, and (given `today`)
+    the safety check is not past its review date."""
+    if pref is None or not (pref.has_address and pref.letter_safe):
+        return False
+    return today is None or _current(pref.letter_safe_review_by, today)
+
+
+def channel_is_safe(pref: ContactPreference | None, channel: Channel | str, today: date) -> bool:
+    """Whether `channel` is recorded as safe for this survivor today (rule 1), for any channel."""
+    if pref is None:
+        return False
+    if channel == Channel.SMS:
+        return pref.has_phone and pref.sms_safe and _current(pref.sms_safe_review_by, today)
+    if channel == Channel.EMAIL:
+        return pref.has_email and pref.email_safe and _current(pref.email_safe_review_by, today)
+    if channel == Channel.LETTER_TASK:
+        return letter_is_safe(pref, today)
+    return False
 
 
 def _current(review_by: date | None, today: date) -> bool:

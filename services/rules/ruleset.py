@@ -13,6 +13,11 @@ from services.core.rendering import catalogue
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 RECIPIENTS = frozenset({"survivor", "advocate"})
 CLOCK_STARTS = frozenset({"event", "receipt"})
+# The template channel a letter is written in; every survivor template has one, so a survivor
+# whose only safe channel is the post can be told anything the rules tell them.
+LETTER_CHANNEL = "letter"
+# The rule id of an event's letter duty (`<type>.letter`): no notify entry may take it.
+LETTER_RULE_ID = "letter"
 
 
 class RulesError(ValueError):
@@ -27,6 +32,20 @@ class NotifyRule:
 
 
 SENSITIVITIES = ("routine", "significant", "distressing")
+
+
+@dataclass(frozen=True)
+class LetterRule:
+    """A Code duty that must be given in writing (a CPS decision not to charge: "a letter with
+    CPS VRR information"): a letter to each survivor, besides their usual message, wherever a
+    letter is recorded as safe."""
+
+    template: str
+    # data field -> the values for which the letter is owed; empty: it is always owed.
+    when: tuple[tuple[str, tuple[object, ...]], ...] = ()
+
+    def applies(self, data: dict[str, object]) -> bool:
+        return all(data.get(name) in values for name, values in self.when)
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,8 @@ class EventRule:
     # Events sharing a coalesce group replace each other's unsent survivor messages (a hearing
     # moved again before the first message went out: never send stale news).
     coalesce: str | None = None
+    # The letter this duty needs, if the Code requires it in writing.
+    letter: LetterRule | None = None
 
     def is_distressing(self, data: dict[str, object]) -> bool:
         if self.sensitivity == "distressing":
@@ -128,6 +149,8 @@ def load_rules(path: Path | None = None) -> RuleSet:
         node = block[name][1]
         audience = "survivor" if name == "survivor_template" else "advocate"
         chosen[name] = _template(_value(node), audience, templates, "distressing", node, fail)
+        if audience == "survivor":
+            _writable(chosen[name], templates, "distressing", node, fail)
     distressing = DistressingTemplates(
         advocate=chosen["advocate_template"],
         survivor=chosen["survivor_template"],
@@ -153,6 +176,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
                 "key_stage",
                 "distressing_unless",
                 "coalesce",
+                "letter",
             },
             etype,
             fail,
@@ -214,6 +238,16 @@ def load_rules(path: Path | None = None) -> RuleSet:
                 template_node[1] if template_node else entry,
                 fail,
             )
+            if item["id"] == LETTER_RULE_ID:
+                raise fail(entry, f"{etype}: notify id {LETTER_RULE_ID!r} is the letter duty's")
+            if item["to"] == "survivor":
+                _writable(
+                    str(item["template"]),
+                    templates,
+                    etype,
+                    template_node[1] if template_node else entry,
+                    fail,
+                )
             rule_id = f"{etype}.{item['id']}"
             if any(n.id == rule_id for n in notify):
                 raise fail(entry, f"{etype}: notify id {item['id']!r} is used twice")
@@ -225,6 +259,9 @@ def load_rules(path: Path | None = None) -> RuleSet:
             not isinstance(coalesce, str) or not coalesce.replace("_", "").isalpha()
         ):
             raise fail(fields["coalesce"][1], f"{etype}: coalesce must be a group name (a-z, _)")
+        letter = None
+        if "letter" in fields:
+            letter = _letter(fields["letter"][1], templates, etype, fail)
         duty = _value(fields["duty"][1]) if "duty" in fields else ""
         events[etype] = EventRule(
             type=etype,
@@ -237,6 +274,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
             key_stage=key_stage,
             distressing_unless=tuple(unless),
             coalesce=coalesce,
+            letter=letter,
         )
     return RuleSet(version=version, events=events, distressing=distressing, silence=silence)
 
@@ -258,6 +296,35 @@ def _silence(node: Any, templates: dict[str, Any], fail: Any) -> SilenceRule:
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
             raise fail(after_node, f"silence: after_days {frequency!r} must be 1-366 days")
     return SilenceRule(template=template, after_days={k: int(after[k]) for k in FREQUENCIES})
+
+
+def _letter(node: Any, templates: dict[str, Any], etype: str, fail: Any) -> LetterRule:
+    """`letter: {template: ..., when: {field: [values]}}`: the letter, and when it is owed."""
+    block = _fields(node, {"template", "when"}, etype, fail)
+    if "template" not in block:
+        raise fail(node, f"{etype}: letter needs a 'template'")
+    template_node = block["template"][1]
+    template = _template(_value(template_node), "survivor", templates, etype, template_node, fail)
+    _writable(template, templates, etype, template_node, fail)
+    when: list[tuple[str, tuple[object, ...]]] = []
+    if "when" in block:
+        raw = _value(block["when"][1])
+        if (
+            not isinstance(raw, dict)
+            or not raw
+            or not all(isinstance(v, list) and v for v in raw.values())
+        ):
+            raise fail(
+                block["when"][1], f"{etype}: letter 'when' maps a data field to a list of values"
+            )
+        when = [(str(k), tuple(v)) for k, v in raw.items()]
+    return LetterRule(template=template, when=tuple(when))
+
+
+def _writable(name: str, templates: dict[str, Any], where: str, node: Any, fail: Any) -> None:
+    """A survivor's template must have a letter: the post may be their only safe channel."""
+    if LETTER_CHANNEL not in templates[name].channels:
+        raise fail(node, f"{where}: template {name!r} has no letter version")
 
 
 def _template(

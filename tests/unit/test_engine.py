@@ -1261,6 +1261,9 @@ def _variables(**changes: Any) -> dict[str, Any]:
         "reason": None,
         "vrr": None,
         "survivor_message": "sent",
+        "decision_reason": None,
+        "meeting_offered": False,
+        "letter": "none",
     }
     values.update(changes)
     return values

@@ -5,7 +5,11 @@ survivor's preferences, not read back from the engine:
 
 * opt-out is absolute: an opted-out survivor is never sent anything, nor held on a channel;
 * a survivor is only ever contacted (SEND, or HOLD with a channel) on a channel recorded safe
-  and not past its review date, SMS before e-mail;
+  and not past its review date, SMS before e-mail, the post last;
+* nothing goes by letter to a survivor who opted out or chose no updates, nor where no letter is
+  safe (no address, or letter_safe false); never two letters about one event; a duty the rules
+  require in writing is written wherever a letter is safe and the survivor's choices allow;
+  a letter is queued at once (no quiet hours), or held with the survivor's held news;
 * distressing outcomes: no survivor SEND; every survivor message is the detail-free
   survivor_get_in_touch, and one on a channel is held ("advocate_first"); the advocate, if there
   is one, is told at `now`. While the deadline has not passed, the held message's fallback lies
@@ -50,7 +54,7 @@ from services.core.domain import (
 )
 from services.rules.engine import Engine
 from services.rules.ruleset import load_rules
-from services.rules.timing import in_window
+from services.rules.timing import LATE_GRACE, in_window
 
 RULES = load_rules()
 ENGINE = Engine(RULES, WorkingDayCalendar())
@@ -74,10 +78,19 @@ DATA_VALUES = sorted(
         if v is not None
     }
     | {"no_charge", "not_guilty", "mixed", "not_upheld", "sentence_reduced", "conviction_quashed"}
+    | {
+        str(v)
+        for rule in RULES.events.values()
+        if rule.letter
+        for _, values in rule.letter.when
+        for v in values
+    }
 )
 DATA_FIELDS = sorted(
     {name for rule in RULES.events.values() for name, _ in rule.distressing_unless}
+    | {name for rule in RULES.events.values() if rule.letter for name, _ in rule.letter.when}
 )
+LETTER_SUFFIX = ".letter"  # the rule of a letter the Code requires: <version>:<type>.letter
 
 
 # -- an independent oracle for Victims' Code deadlines -------------------------------------------
@@ -133,6 +146,21 @@ def safe_channels(pref: ContactPreference, today: date) -> list[Channel]:
     return found
 
 
+def letter_safe(pref: ContactPreference | None) -> bool:
+    return pref is not None and pref.has_address and pref.letter_safe
+
+
+def digital_safe_for_good(pref: ContactPreference) -> bool:
+    """A digital channel safe with no review date: safe on whatever day a message goes."""
+    return (pref.has_phone and pref.sms_safe and pref.sms_safe_review_by is None) or (
+        pref.has_email and pref.email_safe and pref.email_safe_review_by is None
+    )
+
+
+def is_duty_letter(d: Decision) -> bool:
+    return d.rule.endswith(LETTER_SUFFIX)
+
+
 # -- random cases ----------------------------------------------------------------------------
 
 
@@ -169,6 +197,8 @@ def preferences(draw: st.DrawFn, today: date) -> ContactPreference | None:
         frequency=draw(st.sampled_from(list(Frequency))),
         detail=draw(st.sampled_from(list(Detail))),
         opted_out=draw(st.integers(0, 4)) == 0,
+        has_address=draw(st.booleans()),
+        letter_safe=draw(st.booleans()),
     )
 
 
@@ -265,13 +295,21 @@ def test_a_survivor_is_only_contacted_on_a_channel_recorded_safe_and_current(c: 
             assert s.preference is not None
             assert not s.preference.opted_out
             assert s.preference.frequency is not Frequency.NONE
+            if d.channel is Channel.LETTER_TASK:
+                assert letter_safe(s.preference)
+                if not is_duty_letter(d):
+                    # Their own message goes by post only when no digital channel will do.
+                    assert not digital_safe_for_good(s.preference)
+                continue
             # Safe on the day it goes: a held message can go days later, after a review date.
             send_day = (d.send_at or c.now).astimezone(LONDON).date()
             safe = safe_channels(s.preference, send_day)
             assert d.channel in safe
             assert d.channel is safe[0]  # SMS first when both are safe
         if s.preference is not None and not safe_channels(s.preference, today):
-            assert all(d.channel is None for d in to_survivor(decisions, s))
+            assert all(d.channel in (None, Channel.LETTER_TASK) for d in to_survivor(decisions, s))
+            if not letter_safe(s.preference):
+                assert all(d.channel is None for d in to_survivor(decisions, s))
 
 
 @SETTINGS
@@ -290,7 +328,11 @@ def test_distressing_news_goes_to_the_advocate_first(c: Case) -> None:
         for d in to_survivor(decisions, s):
             if d.outcome is Outcome.ESCALATE:
                 continue  # "nobody to tell": a record, not a message
-            assert d.template == RULES.distressing.survivor
+            letter = RULES.events[c.event.type].letter
+            if is_duty_letter(d):
+                assert letter is not None and d.template == letter.template
+            else:
+                assert d.template == RULES.distressing.survivor
             assert d.detail is Detail.DISCREET
             if d.channel is not None:
                 assert d in held
@@ -308,9 +350,18 @@ def test_distressing_news_goes_to_the_advocate_first(c: Case) -> None:
             assert told[0].outcome is Outcome.ESCALATE
         if not held:
             continue
-        (message,) = held
+        # The survivor's own held message first; a letter the Code requires goes with it.
+        message, *letters = held
+        assert len(letters) <= 1
+        for letter_decision in letters:
+            assert is_duty_letter(letter_decision)
+            assert letter_decision.channel is Channel.LETTER_TASK
+            assert letter_decision.send_at == message.send_at
         assert message.outcome is Outcome.HOLD
-        assert message.template == RULES.distressing.survivor
+        if is_duty_letter(message):  # a survivor who can only be written to: one letter
+            assert message.channel is Channel.LETTER_TASK
+        else:
+            assert message.template == RULES.distressing.survivor
         assert message.detail is Detail.DISCREET
         assert message.send_at is not None
         if s.advocate is not None:
@@ -326,6 +377,8 @@ def test_distressing_news_goes_to_the_advocate_first(c: Case) -> None:
             if message.send_at == c.now:
                 # Released at once only when the deadline forces it.
                 assert c.deadline - c.now < timedelta(hours=48)
+        elif message.channel is Channel.LETTER_TASK:
+            assert message.send_at == c.now + LATE_GRACE  # no quiet hours for the post
         else:
             assert message.send_at >= c.now
             assert in_safe_window(message.send_at, s.preference)
@@ -357,7 +410,7 @@ def test_every_decision_carries_the_code_deadline_and_nothing_is_scheduled_after
         if d.outcome is Outcome.HOLD and d.channel is None:
             assert d.send_at is None
             continue
-        if d.outcome in (Outcome.SUPPRESS, Outcome.ESCALATE):
+        if d.outcome in (Outcome.SUPPRESS, Outcome.ESCALATE, Outcome.MERGE):
             assert d.send_at is None
             continue
         assert d.send_at is not None
@@ -379,6 +432,11 @@ def test_a_survivor_send_is_inside_their_safe_window_unless_the_deadline_forbids
                 continue
             assert s.preference is not None and d.send_at is not None
             assert d.send_at >= c.now
+            if d.channel is Channel.LETTER_TASK:
+                # Read when the post comes: queued at once, whatever the hour.
+                assert d.send_at == c.now
+                assert d.hold_reason == ("deadline_already_passed" if c.now >= c.deadline else None)
+                continue
             if d.hold_reason == "deadline_before_safe_window":
                 assert d.send_at == c.now
                 assert c.now < c.deadline
@@ -425,3 +483,38 @@ def test_every_survivor_is_decided_about_and_advocates_hear_at_once(c: Case) -> 
                 assert d.recipient == s.advocate
                 assert d.send_at == c.now
                 assert d.channel is Channel.EMAIL
+
+
+@SETTINGS
+@given(c=cases())
+def test_nothing_goes_by_letter_unless_wanted_and_safe_and_never_two_letters(c: Case) -> None:
+    decisions = decide(c)
+    rule = RULES.events[c.event.type]
+    owed = rule.letter is not None and rule.letter.applies(c.event.data)
+    for s in c.context.survivors:
+        pref = s.preference
+        by_post = [d for d in to_survivor(decisions, s) if d.channel is Channel.LETTER_TASK]
+        assert len(by_post) <= 1  # one letter about one event
+        if (
+            pref is None
+            or pref.opted_out
+            or pref.frequency is Frequency.NONE
+            or not pref.has_address
+            or not pref.letter_safe
+        ):
+            assert not by_post
+            continue
+        chosen = pref.frequency is Frequency.ALL or rule.key_stage
+        if owed and chosen:
+            # The Code requires it in writing and a letter is safe: it is written.
+            (letter,) = by_post
+            assert rule.letter is not None and letter.template == rule.letter.template
+            assert is_duty_letter(letter)
+            own = [d for d in to_survivor(decisions, s) if not is_duty_letter(d)]
+            if not [d for d in own if d.channel is not None]:
+                # Their usual message went into the letter rather than a second letter.
+                assert [(d.outcome, d.hold_reason) for d in own] == [
+                    (Outcome.MERGE, "merged_into_letter")
+                ]
+        elif not owed:
+            assert not [d for d in by_post if is_duty_letter(d)]

@@ -13,6 +13,7 @@ from jinja2 import meta
 
 from services.core.rendering import (
     LANGUAGES,
+    LETTER_LAYOUT,
     TEMPLATES_DIR,
     TemplateError,
     _environment,
@@ -45,6 +46,9 @@ def variables(**changes: Any) -> dict[str, Any]:
         "vrr": None,
         "survivor_message": "sent",
         "reply_text": None,
+        "decision_reason": None,
+        "meeting_offered": False,
+        "letter": "none",
     }
     values.update(changes)
     return values
@@ -67,6 +71,9 @@ DOCUMENTED_VARIABLES = frozenset(
         "vrr",
         "survivor_message",
         "reply_text",
+        "decision_reason",
+        "meeting_offered",
+        "letter",
     }
 )
 # What became of the survivor's own message about the same event, as the notifier says it.
@@ -126,6 +133,8 @@ def test_templates_use_only_the_documented_variables() -> None:
     env = _environment(TEMPLATES_DIR)
     used: set[str] = set()
     for path in TEMPLATES_DIR.rglob("*.j2"):
+        if path.name == LETTER_LAYOUT:
+            continue  # the print layout of a letter takes the rendered letter, not these
         used |= meta.find_undeclared_variables(env.parse(path.read_text(encoding="utf-8")))
     assert used <= DOCUMENTED_VARIABLES, used - DOCUMENTED_VARIABLES
     assert {"fallback_text", "vrr", "survivor_message"} <= used
@@ -165,8 +174,8 @@ def test_every_template_renders_for_each_of_its_channels(
     assert "{{" not in message.body and "{%" not in message.body
 
 
-@pytest.mark.parametrize(("name", "channel"), [p for p in PAIRS if p[1] == "email"])
-def test_email_templates_have_a_subject_line(name: str, channel: str) -> None:
+@pytest.mark.parametrize(("name", "channel"), [p for p in PAIRS if p[1] in ("email", "letter")])
+def test_email_and_letter_templates_have_a_subject_line(name: str, channel: str) -> None:
     message = render(name, channel, "en", variables())
     assert message.subject
     assert "\n" not in message.subject

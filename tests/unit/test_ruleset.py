@@ -214,8 +214,8 @@ def test_the_distressing_templates_are_named_and_catalogued() -> None:
     assert known[chosen.advocate].audience == "advocate"
     assert known[chosen.supervisor].audience == "advocate"
     assert known[chosen.survivor].audience == "survivor"
-    # The survivor's fallback can go by whichever channel is safe for them.
-    assert set(known[chosen.survivor].channels) == {"sms", "email"}
+    # The survivor's fallback can go by whichever channel is safe for them, the post included.
+    assert set(known[chosen.survivor].channels) == {"sms", "email", "letter"}
 
 
 @pytest.mark.parametrize("etype", sorted(VICTIMS_CODE_TYPES))

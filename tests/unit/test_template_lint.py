@@ -26,6 +26,7 @@ from services.core.rendering import (
     _environment,
     catalogue,
     render,
+    render_letter,
 )
 from services.core.sms import inspect
 from services.core.template_docs import (
@@ -64,6 +65,9 @@ SAMPLE: dict[str, Any] = {
     "vrr": None,
     "survivor_message": "sent",
     "reply_text": "Can someone call me please",
+    "decision_reason": "There is not enough evidence to take the case to court.",
+    "meeting_offered": False,
+    "letter": "none",
 }
 # The number an SMS gives for support (templates/_support.j2), and the emergency number.
 SMS_SUPPORT_PHONE = "0808 500 2222"
@@ -75,6 +79,9 @@ VARIANTS: dict[str, tuple[Any, ...]] = {
     "detail": ("discreet", "detailed"),
     "vrr": ("police", "cps", None),
     "survivor_message": ("sent", "held", "no_safe_channel", "opted_out", "not_wanted", "none"),
+    "letter": ("held", "sent", "none"),
+    "meeting_offered": (True, False),
+    "decision_reason": (SAMPLE["decision_reason"], None),
 }
 # The longest values a survivor SMS meets: a name that forces UCS-2 (Welsh names often do) and
 # the longest date the notifier writes.
@@ -104,7 +111,8 @@ FORBIDDEN_IN_DISCREET = re.compile(rf"\b(?:{FORBIDDEN_ENGLISH}|{FORBIDDEN_WELSH}
 
 # How to ask for a Victims' Right to Review, per scheme (../shared/domain/victims-code.md), and
 # the words that only such an explanation uses (not the event's name: "... finished a Victims'
-# Right to Review" is no explanation).
+# Right to Review" is no explanation). An advocate is asked to explain it; a survivor's letter
+# tells them, in the second person (the Welsh differs; the English phrases are the same).
 VRR_WORDING: dict[str, dict[str, tuple[str, ...]]] = {
     "en": {
         "police": ("ask the police to review", "within 3 months", "explain how to ask"),
@@ -120,6 +128,17 @@ VRR_WORDING: dict[str, dict[str, tuple[str, ...]]] = {
             "ofyn i Wasanaeth Erlyn y Goron (CPS) adolygu",
             "Fel arfer, dylen nhw ofyn o fewn 10 diwrnod gwaith",
             "Esboniwch sut i ofyn",
+        ),
+    },
+}
+SURVIVOR_VRR_WORDING: dict[str, dict[str, tuple[str, ...]]] = {
+    "en": VRR_WORDING["en"],
+    "cy": {
+        "police": ("ofyn i'r heddlu adolygu", "o fewn 3 mis", "esbonio sut i ofyn"),
+        "cps": (
+            "ofyn i Wasanaeth Erlyn y Goron (CPS) adolygu",
+            "Fel arfer, dylech ofyn o fewn 10 diwrnod gwaith",
+            "esbonio sut i ofyn",
         ),
     },
 }
@@ -351,6 +370,7 @@ def test_a_review_is_explained_in_its_own_scheme_and_only_when_there_is_one(
     name: str, channel: str, language: str
 ) -> None:
     uses_vrr = "vrr" in used_variables(name, channel, language)
+    wording = SURVIVOR_VRR_WORDING if CATALOGUE[name].audience == "survivor" else VRR_WORDING
     failures: list[str] = []
     for values, message in rendered(name, channel, language):
         vrr = values["vrr"] if uses_vrr else None
@@ -358,7 +378,7 @@ def test_a_review_is_explained_in_its_own_scheme_and_only_when_there_is_one(
             wrong = [t for t in REVIEW_WORDS[language] if t in message.body]
             failures += [f"{t!r} with no review to ask for: {case(values)}" for t in wrong]
             continue
-        ours, other = VRR_WORDING[language][vrr], VRR_WORDING[language][VRR_OTHER[vrr]]
+        ours, other = wording[language][vrr], wording[language][VRR_OTHER[vrr]]
         failures += [f"{t!r} missing: {case(values)}" for t in ours if t not in message.body]
         failures += [
             f"{t!r} of the other scheme: {case(values)}"
@@ -368,9 +388,9 @@ def test_a_review_is_explained_in_its_own_scheme_and_only_when_there_is_one(
     check(failures)
 
 
-def test_only_the_tell_first_message_explains_a_review() -> None:
+def test_only_the_tell_first_message_and_the_decision_letter_explain_a_review() -> None:
     uses = {n for n, c, lang in TRIPLES if "vrr" in used_variables(n, c, lang)}
-    assert uses == {"advocate_tell_first"}
+    assert uses == {"advocate_tell_first", "survivor_decision_letter"}
 
 
 # -- SMS length ------------------------------------------------------------------------------------
@@ -395,7 +415,7 @@ def test_every_sms_fits_its_segments(name: str, channel: str, language: str) -> 
 # -- values are data, never template --------------------------------------------------------------
 
 HOSTILE = "{{ 7*7 }}{% raw %}<b>x</b>&amp;"
-CODES = {"event_type", "detail", "vrr", "survivor_message"}
+CODES = {"event_type", "detail", "vrr", "survivor_message", "letter", "meeting_offered"}
 
 
 @pytest.mark.parametrize(("name", "channel", "language"), TRIPLES)
@@ -412,3 +432,37 @@ def test_a_value_with_template_syntax_or_html_is_shown_literally(
     # Each value the template uses came out whole, in some branch (fallback_text only when a
     # message is held, for example); capitalize_first may have raised its first letter.
     assert used_variables(name, channel, language) - CODES <= shown
+
+
+LETTER_TRIPLES = [t for t in TRIPLES if t[1] == "letter"]
+
+
+@pytest.mark.parametrize(("name", "channel", "language"), LETTER_TRIPLES)
+def test_a_letter_laid_out_for_print_shows_every_value_literally_in_its_html_too(
+    name: str, channel: str, language: str
+) -> None:
+    address = f"address:{HOSTILE}\n1 Example Road\nZZ99 9ZZ"
+    for values in variants(name, channel, language):
+        hostile = {k: (v if k in CODES else f"{k}:{HOSTILE}") for k, v in values.items()}
+        message = render(name, "letter_task", language, hostile)
+        assert message.subject is not None
+        printed = render_letter(
+            message.subject, message.body, address, "18 November 2026", language
+        )
+        assert "49" not in printed.text and "49" not in printed.html, case(values)
+        assert "<b>" not in printed.html and "{{" in printed.html, case(values)
+        # Escaped once, in the HTML only: the plain text shows the value as it was given.
+        assert "address:{{ 7*7 }}{% raw %}&lt;b&gt;x&lt;/b&gt;&amp;amp;" in printed.html
+        assert f"address:{HOSTILE}" in printed.text
+        assert printed.html.count("<p>") >= 4 and f'<html lang="{language}">' in printed.html
+
+
+@pytest.mark.parametrize(("name", "channel", "language"), LETTER_TRIPLES)
+def test_a_letter_gives_its_words_in_print_as_written(
+    name: str, channel: str, language: str
+) -> None:
+    for values, message in rendered(name, channel, language)[:20]:
+        assert message.subject is not None
+        printed = render_letter(message.subject, message.body, "Sam\nZZ99 9ZZ", "1 May", language)
+        assert printed.text.startswith("Sam\nZZ99 9ZZ\n\n1 May\n\n" + message.subject + "\n\n")
+        assert message.body in printed.text, case(values)

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from services.core.settings import EmailChannel, Settings, SmsChannel
 from services.notifier.channels.base import DeliveryChannel
+from services.notifier.channels.letter import LetterChannel
 from services.notifier.channels.outbox import OutboxChannel
 
 
-def channels_from_settings(settings: Settings) -> dict[str, DeliveryChannel]:
-    """The channel for each kind of message, chosen explicitly by settings (never inferred)."""
+def channels_from_settings(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession] | None = None
+) -> dict[str, DeliveryChannel]:
+    """The channel for each kind of message, chosen explicitly by settings (never inferred).
+
+    Letters (`letter_task`) are always stored in the database for a person to post, so the
+    letter channel needs `sessions`; without them there is none (a letter then fails and its
+    survivor is handed to their advocate).
+    """
     settings.check_channels()
     outbox = settings.resolved_outbox_dir
     channels: dict[str, DeliveryChannel] = {
         "sms": OutboxChannel(outbox, "sms"),
         "email": OutboxChannel(outbox, "email"),
     }
+    if sessions is not None:
+        channels["letter_task"] = LetterChannel(sessions)
     if settings.sms_channel is SmsChannel.TWILIO:
         from services.notifier.channels.twilio import TwilioChannel
 
