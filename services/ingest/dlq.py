@@ -48,7 +48,9 @@ async def list_rejected(
     query = select(m.RejectedRecord).order_by(m.RejectedRecord.id).limit(limit)
     if not include_resolved:
         query = query.where(m.RejectedRecord.replayed_at.is_(None))
-    return list((await session.scalars(query)).all())
+    rows = list((await session.scalars(query)).all())
+    # A record whose bytes were erased (retention, an erasure request) cannot be replayed.
+    return [r for r in rows if include_resolved or r.original]
 
 
 async def replay(
@@ -56,6 +58,8 @@ async def replay(
 ) -> list[Outcome]:
     """Offer the record again; return what became of it (only accepted/duplicate outcomes are
     kept: a record that fails again stays this one row, with its new reason)."""
+    if not row.original:
+        return []  # erased: nothing left to offer again, and its reason stays as it was
     row.replays = (row.replays or 0) + 1
     outcomes: list[Outcome] = []
     nested = await session.begin_nested()
