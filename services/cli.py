@@ -112,6 +112,8 @@ def run(
             if only is None:
                 write_run_file(stack)
             outbox = settings.resolved_outbox_dir.resolve()
+            if demo_data and "portal" in names:
+                err(demo.staff_banner(stack.url))
             print(f"carehub ready {stack.url} outbox={outbox}", flush=True)
             try:
                 await _wait_for_signal()
@@ -563,6 +565,18 @@ def keys_rotate(
 
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+from services.portal.cli import staff_app  # noqa: E402  (mounted beside the others)
+
+app.add_typer(staff_app, name="staff")
+from services.core.asyncapi import asyncapi_command  # noqa: E402  (mounted beside the others)
+
+app.command("asyncapi")(asyncapi_command(SERVICES))
+from services.core.retention_cli import retention_app  # noqa: E402  (mounted beside the others)
+
+app.add_typer(retention_app, name="retention")
+from services.reports.cli import report_app  # noqa: E402  (mounted beside the others)
+
+app.add_typer(report_app, name="report")
 
 
 @audit_app.command("verify")

@@ -90,7 +90,46 @@ async def seed(session: AsyncSession, now: datetime) -> dict[str, int]:
                 frequency="all",
             )
         )
+    await seed_staff(session, now)
     return {"team_id": team.id, "isva_id": isva_id, "survivor_id": survivor.id}
+
+
+# Demo sign-ins for the portal (development only: `carehub run --demo-data` prints them, and
+# `carehub staff code USER` prints the current second-factor code, so nobody needs an app).
+DEMO_PASSWORD = "carehub-demo-password"
+DEMO_STAFF = (
+    ("demo-isva", "advocate", "DEMO-ISVA-1", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXA"),
+    ("demo-supervisor", "supervisor", "DEMO-SUP-1", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXB"),
+    ("demo-ops", "operations", None, "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXC"),
+)
+
+
+async def seed_staff(session: AsyncSession, now: datetime) -> None:
+    from services.portal.auth import Role
+    from services.portal.cli import add_account
+
+    for username, role, advocate_ref, secret in DEMO_STAFF:
+        if await session.scalar(
+            select(m.StaffAccount.id).where(m.StaffAccount.username == username)
+        ):
+            continue
+        await add_account(
+            session,
+            username=username,
+            role=Role(role),
+            password=DEMO_PASSWORD,
+            advocate_ref=advocate_ref,
+            now=now,
+            totp_secret=secret,
+        )
+
+
+def staff_banner(url: str) -> str:
+    names = ", ".join(u for u, *_ in DEMO_STAFF)
+    return (
+        f"portal: {url}/ — sign in as {names} with password {DEMO_PASSWORD}; "
+        "the code: `carehub staff code demo-isva`"
+    )
 
 
 @dataclass(frozen=True)

@@ -129,10 +129,36 @@ class Settings(BaseSettings):
     # Notifications sent at once by one notifier process (one recipient's stay in order).
     notifier_concurrency: int = Field(default=16, ge=1)
 
+    # The advocate portal: sessions and sign-in throttling.
+    portal_session_idle_s: int = Field(default=1_800, ge=60)
+    portal_session_max_s: int = Field(default=43_200, ge=300)
+    portal_sign_in_failures: int = Field(default=5, ge=1)
+    portal_sign_in_window_s: int = Field(default=900, ge=1)
+
     @field_validator("database_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator(
+        "events_secret",
+        "feed_secret_police",
+        "feed_secret_cps",
+        "feed_secret_court",
+        "feed_secret_probation",
+        "keys",
+        "blind_index_key",
+        "twilio_auth_token",
+        "smtp_password",
+        mode="before",
+    )
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        # `CAREHUB_FEED_SECRET_POLICE=` in an env file means "not set", never "the empty key":
+        # an empty HMAC key would accept signatures anyone can make.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
 
     @property
     def embedded_broker(self) -> bool:

@@ -139,7 +139,24 @@ async def seed_every_protected_table(session: AsyncSession, now: datetime, survi
                 received_at=now, provider="twilio", provider_ref="SM1", from_address=PHONE,
                 body="STOP", kind="stop",
             ),
+            m.LetterTask(
+                notification_id=notification.id, subject="An update", body_text=f"Dear {PREFERRED}",
+                body_html=f"<p>Dear {PREFERRED}</p>", address=f"{FULL_NAME}\nZZ99 9ZZ",
+                created_at=now,
+            ),
+            m.AdvocateAction(
+                notification_id=notification.id, action="told_in_person",
+                note=f"Told {PREFERRED} at the centre", requested_by="staff:1",
+                requested_at=now,
+            ),
         ]
+    )  # fmt: skip
+    session.add(
+        m.StaffAccount(
+            username="rotation-isva", role="advocate", advocate_id=isva.id,
+            password_hash="argon2-hash", totp_secret="JBSWY3DPEHPK3PXP", failed_sign_ins=0,
+            created_at=now,
+        )
     )  # fmt: skip
 
 

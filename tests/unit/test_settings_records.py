@@ -379,3 +379,12 @@ def test_protected_json_keeps_non_ascii_text(protected_table: tuple[Any, Table])
         conn.execute(insert(table).values(id=1, payload=payload))
     with engine.connect() as conn:
         assert conn.execute(select(table.c.payload)).scalar_one() == payload
+
+
+def test_an_empty_secret_is_not_a_key() -> None:
+    from services.core.settings import load_settings
+
+    settings = load_settings(feed_secret_police="", events_secret="  ", keys="")
+    assert settings.feed_secret_police is None
+    assert settings.events_secret is None and settings.keys is None
+    assert load_settings(feed_secret_cps="s3cret").feed_secret_cps is not None

@@ -144,6 +144,7 @@ class ContactPreference(Base):
     email_safe: Mapped[bool] = mapped_column(Boolean, default=False)
     email_safe_review_by: Mapped[date | None] = mapped_column(Date, nullable=True)
     letter_safe: Mapped[bool] = mapped_column(Boolean, default=False)
+    letter_safe_review_by: Mapped[date | None] = mapped_column(Date, nullable=True)
     language: Mapped[str] = mapped_column(String(8), default="en")
     timezone: Mapped[str] = mapped_column(String(64), default="Europe/London")
     safe_window_start: Mapped[time] = mapped_column(Time, default=time(9, 0))
@@ -371,6 +372,28 @@ class AuditChainHead(Base):
     updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class LetterTask(Base):
+    """A letter for a person to print and post: the notifier's `letter_task` channel.
+
+    One per notification (storing it twice is a no-op), holding the rendered letter as plain
+    text and HTML and the address it goes to, all protected. `posted_at` is set when staff mark
+    it posted; the notification then counts as informed two working days later.
+    """
+
+    __tablename__ = "letter_tasks"
+    __table_args__ = (Index(None, "posted_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id"), unique=True)
+    subject: Mapped[str] = mapped_column(Protected())
+    body_text: Mapped[str] = mapped_column(Protected())
+    body_html: Mapped[str] = mapped_column(Protected())
+    address: Mapped[str] = mapped_column(Protected())
+    created_at: Mapped[datetime]
+    printed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    posted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    posted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # "staff:<id>"
+
+
 class StaffAccount(Base):
     """A person who signs in to the portal: an advocate, a supervisor or operations.
 
@@ -449,6 +472,8 @@ class AdvocateAction(Base):
     note: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     requested_by: Mapped[str] = mapped_column(String(64))  # "staff:<id>"
     requested_at: Mapped[datetime]
+    # told_in_person: when the advocate actually told the survivor (recorded afterwards).
+    told_at: Mapped[datetime | None] = mapped_column(nullable=True)
     carried_out_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # done, or why not: moot (the message had moved on), refused (not allowed any more)
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -474,6 +499,7 @@ __all__ = [
     "DecisionRow",
     "DeliveryAttempt",
     "InboundMessage",
+    "LetterTask",
     "Notification",
     "RejectedRecord",
     "SendRate",

@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.Column("note", sa.LargeBinary(), nullable=True),
         sa.Column("requested_by", sa.String(length=64), nullable=False),
         sa.Column("requested_at", WHEN, nullable=False),
+        sa.Column("told_at", WHEN, nullable=True),
         sa.Column("carried_out_at", WHEN, nullable=True),
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("outcome_reason", sa.String(length=64), nullable=True),
