@@ -59,6 +59,7 @@ SAMPLE: Final[Mapping[str, Any]] = {
     "decision_reason": "There is not enough evidence to take the case to court.",
     "meeting_offered": False,
     "letter": "none",
+    "feedback_url": "https://carehub.example.org/feedback/1-abc",
 }
 """Values as the notifier gives them today (English, whatever the message's language)."""
 

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_preferences, person_for
+from services.core.db.queries import person_for
 from services.core.domain import notification_id
 from services.core.logs import get_logger
+from services.core.message_variables import preference_of
 from services.core.notifications import add_staff_notification
 from services.core.rendering import catalogue
 from services.core.safe_window import next_safe_instant, zone_named
@@ -27,15 +28,6 @@ ACTOR = "notifier"
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
 LETTER = "letter_task"
 log = get_logger(ACTOR)
-
-
-async def preference_of(session: AsyncSession, survivor_id: int) -> m.ContactPreference | None:
-    """The survivor's current preferences, asked once per transaction (the notifier only reads
-    them while it claims a message)."""
-    memo: dict[int, m.ContactPreference | None] = session.info.setdefault("carehub.prefs", {})
-    if survivor_id not in memo:
-        memo[survivor_id] = (await current_preferences(session, [survivor_id])).get(survivor_id)
-    return memo[survivor_id]
 
 
 async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: datetime) -> str | None:

@@ -15,6 +15,7 @@ the path and query Twilio called); a bad or missing signature gets 403 and chang
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from services.core import audit, metrics
 from services.core.db import models as m
 from services.core.db.queries import current_preferences, person_for
 from services.core.domain import notification_id as make_notification_id
+from services.core.feedback import open_question_for, record_answer
 from services.core.keys import blind_index, normalise_phone
 from services.core.logs import get_logger
 from services.core.notifications import add_staff_notification, move
@@ -77,6 +79,16 @@ REPLIES = {
     "safety": (
         "Thank you. This number is not checked at all times, so we have passed your message "
         "to your support worker. If you are in danger now, call 999."
+    ),
+    # A number from 1 to 5 answering an open feedback question.
+    "feedback": (
+        "Thank you for your answer. This number is not checked at all times. If you are in "
+        "danger now, call 999."
+    ),
+    # An answer with words besides the number: those words go to the support worker too.
+    "feedback_passed": (
+        "Thank you. We have passed your message to your support worker. This number is not "
+        "checked at all times. If you are in danger now, call 999."
     ),
     # Nobody could be found to pass it to (an unknown number): never promise a hand-off.
     "unrouted": (
@@ -257,6 +269,18 @@ async def _senders(session: AsyncSession, phone: str) -> list[_Sender]:
     ]
 
 
+FEEDBACK_ANSWER = re.compile(r"^\s*([1-5])(?![0-9])[\s.,;:!)-]*(.*)$", re.DOTALL)
+
+
+def _feedback_answer(body: str) -> tuple[int, str | None] | None:
+    """(score, any words besides it) when a text starts with a number from 1 to 5."""
+    found = FEEDBACK_ANSWER.match(body)
+    if found is None:
+        return None
+    rest = found.group(2).strip()
+    return int(found.group(1)), rest or None
+
+
 def _keyword(body: str) -> str | None:
     word = body.strip().strip(".!").upper()
     if word in STOP_WORDS:
@@ -270,8 +294,9 @@ def _keyword(body: str) -> str | None:
 
 async def handle_inbound(rt: Runtime, phone: str, body: str, provider_ref: str) -> str:
     """Record an inbound text and act on it; return its kind: stop, start, help, safety (passed
-    to an advocate) or unrouted (nobody to pass it to: operations are alerted). A webhook
-    delivered twice is acted on once."""
+    to an advocate), feedback (a number answering an open feedback question; with words besides
+    it, feedback_passed: the words go to the advocate too) or unrouted (nobody to pass it to:
+    operations are alerted). A webhook delivered twice is acted on once."""
     now = rt.clock.now()
     kind = _keyword(body) or "safety"
     async with rt.sessions.begin() as session:
@@ -297,13 +322,25 @@ async def handle_inbound(rt: Runtime, phone: str, body: str, provider_ref: str) 
         )
         session.add(inbound)
         await session.flush()
+        answer = _feedback_answer(body) if kind == "safety" else None
+        if answer is not None:
+            question = await open_question_for(session, [s.survivor_id for s in senders], now)
+            if question is not None:
+                score, words = answer
+                record_answer(session, question, score, words, "sms", now)
+                inbound.kind = kind = "feedback_passed" if words else "feedback"
+                if words is None:
+                    log.info("inbound.received", kind=kind, known_sender=True)
+                    return kind
+                # Words besides the number may be a cry for help: they go to a person too.
+                senders = [s for s in senders if s.survivor_id == question.survivor_id]
         passed = 0
         for sender in senders:
             if kind in ("stop", "start"):
                 _new_preference(
                     sender.preference, opted_out=kind == "stop", now=now, session=session
                 )
-            elif kind == "safety" and await _pass_to_advocate(
+            elif kind in ("safety", "feedback_passed") and await _pass_to_advocate(
                 session, sender.survivor_id, inbound, now
             ):
                 passed += 1
@@ -324,7 +361,7 @@ async def handle_inbound(rt: Runtime, phone: str, body: str, provider_ref: str) 
                 inbound_id=inbound.id,
                 kind=kind,
             )
-        if kind == "safety" and not passed:
+        if kind in ("safety", "feedback_passed") and not passed:
             # A message that may be a cry for help and nobody to pass it to: say so, loudly.
             kind = inbound.kind = "unrouted"
             audit.record(

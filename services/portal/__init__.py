@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from services.core.logs import get_logger
 from services.core.runtime import Runtime
-from services.portal import api, pages
+from services.portal import api, feedback, pages
 from services.portal.web import STATIC_DIR
 
 NAME = "portal"
@@ -28,6 +28,7 @@ def mount(rt: Runtime, app: FastAPI) -> None:
         log.warning("portal.assets_missing", fetch="make assets")
     app.mount("/portal-assets", StaticFiles(directory=STATIC_DIR), name="portal-assets")
     app.include_router(pages.router)
+    app.include_router(feedback.router)
     app.include_router(api.router)
     document: dict[str, Any] = {}
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from services.core.db import models as m
 from services.core.db.queries import current_preferences
-from services.notifier.delivery import draft
+from services.core.message_variables import draft
 from services.portal import access, views
 from services.portal import preferences as prefs
 from services.portal.auth import Role, Staff, csrf_ok
@@ -59,6 +59,7 @@ class PreferencesIn(BaseModel):
     frequency: Literal["all", "key_stages", "none"] | None = None
     detail: Literal["discreet", "detailed"] | None = None
     opted_out: bool | None = None
+    feedback_opt_in: bool | None = None
     consent_to_referral: bool | None = None
     reason_code: str = Field(max_length=48)
     reason_note: str | None = Field(default=None, max_length=500)
@@ -165,7 +166,7 @@ async def api_message(request: Request, notification_id: str) -> dict[str, Any]:
         row = await session.get(m.Notification, notification_id[:36])
         if row is None or not await access.may_act_on(session, staff, row, now):
             raise HTTPException(404, "no such message for you")
-        words = await draft(session, row, now)
+        words = await draft(session, row, now, base_url=rt.settings.public_base_url)
         _viewed(session, staff, now, "message", notification_id=row.id, via="api")
         data = views.notification_dict(row, now)
         data["draft"] = None if words is None else {"subject": words[0], "body": words[1]}

@@ -22,8 +22,8 @@ from services.core import audit
 from services.core.db import models as m
 from services.core.db.queries import current_preferences
 from services.core.logs import get_logger
+from services.core.message_variables import draft
 from services.core.states import Status
-from services.notifier.delivery import draft
 from services.portal import access, views
 from services.portal import preferences as prefs
 from services.portal.auth import (
@@ -347,7 +347,14 @@ async def preferences_save(request: Request, survivor_id: int) -> Response:
     if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
         return page(request, "portal/forbidden.html", status_code=403)
     raw: dict[str, Any] = {k: str(v) for k, v in form.items() if k != "csrf_token"}
-    for flag in ("sms_safe", "email_safe", "letter_safe", "opted_out", "consent_to_referral"):
+    for flag in (
+        "sms_safe",
+        "email_safe",
+        "letter_safe",
+        "opted_out",
+        "feedback_opt_in",
+        "consent_to_referral",
+    ):
         raw.setdefault(flag, "no")  # an unticked box is not sent at all
     rt = runtime(request)
     now = rt.clock.now()
@@ -429,6 +436,7 @@ async def compliance(request: Request) -> Response:
     from datetime import date, timedelta
 
     from services.reports.compliance import compliance_report
+    from services.reports.satisfaction import satisfaction
 
     staff = await _staff_or_none(request)
     if staff is None:
@@ -464,6 +472,7 @@ async def compliance(request: Request) -> Response:
         report = await compliance_report(
             session, start=start, end=end, team_id=team_id, now=now, calendar=rt.calendar
         )
+        feedback = await satisfaction(session, start=start, end=end, team_id=team_id)
         audit.record(session, at=now, actor=staff.actor, action="portal.viewed.compliance")
     if request.query_params.get("format") == "csv" and not errors:
         response = Response(
@@ -481,6 +490,7 @@ async def compliance(request: Request) -> Response:
         request,
         "portal/compliance.html",
         report=report.as_json(),
+        satisfaction=feedback,
         errors=errors,
         start=start.isoformat(),
         end=end.isoformat(),
@@ -632,7 +642,7 @@ async def message(request: Request, notification_id: str) -> Response:
         row = await _message_for(session, staff, notification_id, now)
         if row is None:
             return _not_found(request)
-        words = await draft(session, row, now)
+        words = await draft(session, row, now, base_url=rt.settings.public_base_url)
         pending = await session.scalar(
             select(m.AdvocateAction).where(
                 m.AdvocateAction.notification_id == row.id,

@@ -38,6 +38,7 @@ FIELDS = (
     "frequency",
     "detail",
     "opted_out",
+    "feedback_opt_in",
     "consent_to_referral",
     "reason_code",
     "reason_note",
@@ -115,6 +116,7 @@ def check(
         "frequency": current.frequency if current else "all",
         "detail": current.detail if current else "discreet",
         "opted_out": current.opted_out if current else False,
+        "feedback_opt_in": current.feedback_opt_in if current else False,
     }
     unknown = sorted(set(raw) - set(FIELDS) - {"csrf_token"})
     for name in unknown:
@@ -133,7 +135,7 @@ def check(
             email = validate_email(email, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             err["email"] = f"Enter an e-mail address like name@example.org ({exc})"
-    for flag in ("sms_safe", "email_safe", "letter_safe", "opted_out"):
+    for flag in ("sms_safe", "email_safe", "letter_safe", "opted_out", "feedback_opt_in"):
         v[flag] = _flag(v[flag])
     consent = _flag(raw["consent_to_referral"]) if "consent_to_referral" in raw else None
 
@@ -250,6 +252,7 @@ async def save(
         frequency=values["frequency"],
         detail=values["detail"],
         opted_out=values["opted_out"],
+        feedback_opt_in=values["feedback_opt_in"],
     )
     session.add(row)
     changed = sorted(

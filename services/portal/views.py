@@ -146,6 +146,7 @@ def preference_dict(pref: m.ContactPreference | None) -> dict[str, Any] | None:
         "frequency": pref.frequency,
         "detail": pref.detail,
         "opted_out": pref.opted_out,
+        "feedback_opt_in": pref.feedback_opt_in,
     }
 
 
@@ -313,7 +314,7 @@ async def operations(session: AsyncSession, now: datetime) -> dict[str, Any]:
     from datetime import timedelta
 
     from services.core.domain import EventStatus
-    from services.ingest.dlq import describe, list_rejected
+    from services.core.rejected import describe, list_rejected
 
     rejected = [describe(r) for r in await list_rejected(session, limit=200)]
     parked = (

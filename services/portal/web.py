@@ -57,6 +57,11 @@ def _choices(pairs: list[list[str]], current: Any, mark: str = "checked") -> lis
     return [{"value": k, "text": label, mark: k == current} for k, label in pairs]
 
 
+def _scores(pairs: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    """Feedback answers, best first, each with its number (as a texted answer would give it)."""
+    return [{"value": str(k), "text": f"{k} – {label}"} for k, label in sorted(pairs, reverse=True)]
+
+
 def _errors_in(errors: dict[str, str], order: list[str]) -> list[dict[str, str]]:
     """An error summary in the order the fields appear on the page (GOV.UK guidance)."""
     rank = {name: i for i, name in enumerate(order)}
@@ -78,6 +83,7 @@ def environment() -> Environment:
     env.filters["time_left"] = _time_left
     env.filters["carehub_choices"] = _choices
     env.filters["carehub_errors_in"] = _errors_in
+    env.filters["carehub_scores"] = _scores
     return env
 
 

@@ -21,6 +21,8 @@ from services.core.clock import ClockFileError, clock_from_settings
 from services.core.db.engine import make_engine, session_factory
 from services.core.settings import ConfigurationError, load_settings
 from services.reports.compliance import ComplianceReport, compliance_report, team_id_named
+from services.reports.satisfaction import as_csv as satisfaction_csv
+from services.reports.satisfaction import satisfaction
 from services.rules.ruleset import RulesError, load_rules
 
 report_app = typer.Typer(
@@ -71,6 +73,7 @@ def compliance(
         _fail(f"configuration error: {exc}")
     # No keyring is needed: the report reads no protected column.
     found: list[ComplianceReport] = []
+    feedback: list[list[dict[str, Any]]] = []
 
     async def main() -> None:
         engine = make_engine(settings.resolved_database_url)
@@ -92,6 +95,7 @@ def compliance(
                         calendar=calendar,
                     )
                 )
+                feedback.append(await satisfaction(session, start=first, end=last, team_id=team_id))
         finally:
             await engine.dispose()
 
@@ -112,4 +116,47 @@ def compliance(
         sys.stdout.flush()
         return
     result: dict[str, Any] = report.as_json()
+    # Survivors' answers to the feedback question, by quarter (docs/compliance.md).
+    result["satisfaction"] = feedback[0]
     print(json.dumps(result), flush=True)
+
+
+@report_app.command("satisfaction")
+def satisfaction_command(
+    start: str = typer.Option(..., "--from", help="First day a question was asked (YYYY-MM-DD)."),
+    end: str = typer.Option(..., "--to", help="Last day, included (YYYY-MM-DD)."),
+    team: str | None = typer.Option(None, "--team", help="Only this team's cases (its name)."),
+    output: ReportFormat = typer.Option(ReportFormat.json, "--format", help="csv or json."),
+) -> None:
+    """Survivors' answers to "how well have we kept you up to date?", by quarter."""
+    first, last = _day("from", start), _day("to", end)
+    if last < first:
+        _fail("--to is before --from")
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        _fail(f"configuration error: {exc}")
+    rows: list[list[dict[str, Any]]] = []
+
+    async def main() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            async with session_factory(engine)() as session:
+                team_id = None
+                if team is not None:
+                    team_id = await team_id_named(session, team)
+                    if team_id is None:
+                        _fail(f"no team named {team!r}")
+                rows.append(await satisfaction(session, start=first, end=last, team_id=team_id))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(main())
+    except (SQLAlchemyError, OSError) as exc:
+        _fail(f"cannot read the database ({type(exc).__name__})", code=1)
+    if output is ReportFormat.csv:
+        sys.stdout.write(satisfaction_csv(rows[0]))
+        sys.stdout.flush()
+        return
+    print(json.dumps({"report": "satisfaction", "quarters": rows[0]}), flush=True)

@@ -29,6 +29,7 @@ from services.core.runtime import Runtime
 from services.core.states import Status, check_transition
 from services.core.topics import CASE_EVENTS, NOTIFICATIONS_DUE
 from services.rules.actions import carry_out_actions
+from services.rules.feedback import ask_for_feedback
 from services.rules.ruleset import load_rules
 from services.rules.silence import prompt_silence
 
@@ -300,6 +301,7 @@ async def run_loop(rt: Runtime) -> None:
             next_seal = loop.time() + rt.settings.audit_seal_interval_s
         if next_silence is None or now >= next_silence:
             await prompt_silence(rt, rules)
+            await ask_for_feedback(rt, rules)
             next_silence = now + timedelta(seconds=rt.settings.silence_check_s)
         if released < rt.settings.dispatch_batch_size:
             await asyncio.sleep(interval)

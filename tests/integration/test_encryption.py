@@ -149,6 +149,11 @@ async def seed_every_protected_table(session: AsyncSession, now: datetime, survi
                 note=f"Told {PREFERRED} at the centre", requested_by="staff:1",
                 requested_at=now,
             ),
+            m.FeedbackQuestion(
+                survivor_id=1, case_id=case.id, about_notification_id=notification.id,
+                question_notification_id=notification.id, event_type=event.type, asked_at=now,
+                expires_at=now, comment=f"{PREFERRED} says thank you",
+            ),
         ]
     )  # fmt: skip
     session.add(

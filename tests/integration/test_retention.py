@@ -137,6 +137,12 @@ async def _messages(
                 notification_id=held.id, action="told_in_person",
                 note=f"Told {tag} at the clinic", requested_by="staff:1", requested_at=at,
             ),
+            m.FeedbackQuestion(
+                survivor_id=survivor_id, case_id=case.id, about_notification_id=text.id,
+                question_notification_id=_nid(), event_type=event.type, asked_at=at,
+                expires_at=at + timedelta(days=28), answered_at=at, score=2,
+                comment=f"{tag}: nobody called me back", answered_via="link",
+            ),
         ]
     )  # fmt: skip
 
@@ -315,6 +321,7 @@ async def test_retention_erases_a_survivor_past_it_and_keeps_one_on_an_open_case
         "delivery_attempts": 2,
         "letter_tasks": 1,
         "advocate_actions": 1,
+        "feedback_questions": 1,
         "inbound_messages": 2,  # Alpha's reply, and the old unrouted text
         "case_events": 2,  # Alpha's case, and the event whose case never came
         "rejected_records": 1,
@@ -390,7 +397,7 @@ async def test_retention_erases_a_survivor_past_it_and_keeps_one_on_an_open_case
 
 
 async def test_an_erasure_request_on_an_open_case(db: tuple[AsyncEngine, Seeded]) -> None:
-    from services.notifier.delivery import draft
+    from services.core.message_variables import draft
     from services.notifier.last_look import no_longer_wanted
     from services.rules.context import load_case_context
 

@@ -1238,7 +1238,7 @@ SURVIVOR_PREFERENCES = [
 
 
 def survivor_message(decisions: list[Decision]) -> str:
-    from services.notifier.delivery import SURVIVOR_MESSAGE
+    from services.core.message_variables import SURVIVOR_MESSAGE
 
     (own,) = of_role(decisions, Role.SURVIVOR)[:1]
     if own.outcome is Outcome.SEND:

@@ -275,7 +275,7 @@ def test_a_key_stages_survivor_still_gets_the_duty_letter() -> None:
 
 def test_the_advocate_is_told_the_letter_waits_for_them() -> None:
     # What the notifier gives the tell-first message for a held duty letter (letter="held").
-    from services.notifier.delivery import SURVIVOR_MESSAGE
+    from services.core.message_variables import SURVIVOR_MESSAGE
 
     decisions = decide("cps.charging_decision", POST_ONLY, NO_CHARGE)
     own = to_survivor(decisions)[0]

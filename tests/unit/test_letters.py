@@ -10,7 +10,7 @@ import pytest
 from services.core.calendar import WorkingDayCalendar
 from services.core.letters import LETTER_DELIVERY_WD, deemed_informed_at
 from services.core.rendering import address_lines, render, render_letter
-from services.notifier.wording import letter_date
+from services.core.wording import letter_date
 
 CALENDAR = WorkingDayCalendar()
 

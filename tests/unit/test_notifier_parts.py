@@ -8,11 +8,11 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from services.core.settings import Settings
+from services.core.wording import due_text, words
 from services.notifier.channels.base import PermanentFailure, TemporaryFailure
 from services.notifier.channels.twilio import _failure, status_callback_url
 from services.notifier.delivery import retry_delay
 from services.notifier.providers import REPLIES, _keyword
-from services.notifier.wording import due_text, words
 
 
 def error(status: int, code: int | None) -> TwilioRestException:

@@ -49,6 +49,7 @@ def variables(**changes: Any) -> dict[str, Any]:
         "decision_reason": None,
         "meeting_offered": False,
         "letter": "none",
+        "feedback_url": "https://carehub.example.org/feedback/1-abc",
     }
     values.update(changes)
     return values
@@ -74,6 +75,7 @@ DOCUMENTED_VARIABLES = frozenset(
         "decision_reason",
         "meeting_offered",
         "letter",
+        "feedback_url",
     }
 )
 # What became of the survivor's own message about the same event, as the notifier says it.

@@ -68,6 +68,7 @@ SAMPLE: dict[str, Any] = {
     "decision_reason": "There is not enough evidence to take the case to court.",
     "meeting_offered": False,
     "letter": "none",
+    "feedback_url": "https://carehub.example.org/feedback/1-abc",
 }
 # The number an SMS gives for support (templates/_support.j2), and the emergency number.
 SMS_SUPPORT_PHONE = "0808 500 2222"

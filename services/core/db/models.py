@@ -152,6 +152,8 @@ class ContactPreference(Base):
     frequency: Mapped[str] = mapped_column(String(16), default="all")
     detail: Mapped[str] = mapped_column(String(16), default="discreet")
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    # One short, optional question after a key stage ("how well were you kept informed?").
+    feedback_opt_in: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 @event.listens_for(ContactPreference, "before_insert")
@@ -394,6 +396,30 @@ class LetterTask(Base):
     posted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # "staff:<id>"
 
 
+class FeedbackQuestion(Base):
+    """One short question to a survivor who opted in, after a key stage of their case: how well
+    were they kept informed? Answered by a text reply (a number 1-5) or through a link."""
+
+    __tablename__ = "feedback_questions"
+    __table_args__ = (
+        UniqueConstraint("survivor_id", "about_notification_id"),
+        Index(None, "asked_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    survivor_id: Mapped[int] = mapped_column(ForeignKey("survivors.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    # The key-stage message it asks about, and the message that asks.
+    about_notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id"))
+    question_notification_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(80))
+    asked_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1 (badly) .. 5 (very well)
+    comment: Mapped[str | None] = mapped_column(Protected(), nullable=True)
+    answered_via: Mapped[str | None] = mapped_column(String(8), nullable=True)  # sms, link
+
+
 class StaffAccount(Base):
     """A person who signs in to the portal: an advocate, a supervisor or operations.
 
@@ -498,6 +524,7 @@ __all__ = [
     "ContactPreference",
     "DecisionRow",
     "DeliveryAttempt",
+    "FeedbackQuestion",
     "InboundMessage",
     "LetterTask",
     "Notification",

@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.db import models as m
 from services.core.rendering import TemplateError, render_letter
+from services.core.wording import letter_date
 from services.notifier.channels.base import (
     OutgoingMessage,
     PermanentFailure,
     SendResult,
     TemporaryFailure,
 )
-from services.notifier.wording import letter_date
 
 PROVIDER_STATUS = "queued_for_post"
 
