@@ -25,7 +25,7 @@ from services.core.logs import get_logger
 from services.core.notifications import add_staff_notification
 from services.core.rendering import catalogue
 from services.core.states import Status
-from services.notifier.last_look import hand_to_advocate
+from services.notifier.last_look import hand_to_advocate, survivor_erased
 
 ACTOR = "notifier"
 log = get_logger(ACTOR)
@@ -105,6 +105,8 @@ async def fall_back(
         # message still has its own fallback time.
         log.warning("notification.staff_unreachable", notification_id=row.id, reason=reason)
         return None
+    if await survivor_erased(session, row.survivor_id):
+        return None  # erased: no other channel, and no task about them (hand_to_advocate)
     tried = await channels_tried(session, row)
     other = next(
         (c for c in await safe_channels(session, row.survivor_id, now) if c not in tried), None
@@ -178,7 +180,7 @@ async def preference_not_met(
     """Tell the survivor's advocate, once per survivor and unmet choice, that a choice they made
     cannot be met (trauma-informed rule 8): for now, a language we have no templates in. The
     survivor's messages still go, in English."""
-    if row.survivor_id is None:
+    if row.survivor_id is None or await survivor_erased(session, row.survivor_id):
         return None
     person = await person_for(session, row.survivor_id, case, now)
     if person is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit
@@ -28,6 +29,13 @@ ACTOR = "notifier"
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
 LETTER = "letter_task"
 log = get_logger(ACTOR)
+
+
+async def survivor_erased(session: AsyncSession, survivor_id: int) -> bool:
+    erased_at = await session.scalar(
+        select(m.Survivor.erased_at).where(m.Survivor.id == survivor_id)
+    )
+    return erased_at is not None
 
 
 async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: datetime) -> str | None:
@@ -86,6 +94,18 @@ async def hand_to_advocate(
     Its id is derived from the suppressed message, so doing this twice makes one task.
     """
     assert row.survivor_id is not None
+    if await survivor_erased(session, row.survivor_id):
+        # Their data was erased at their request or by retention: nobody is asked to tell them.
+        audit.record(
+            session,
+            at=now,
+            actor=ACTOR,
+            action="notification.not_handed_over",
+            case_id=row.case_id,
+            notification_id=row.id,
+            reason="erased",
+        )
+        return None
     person = await person_for(session, row.survivor_id, case, now)
     if person is None:
         audit.record(

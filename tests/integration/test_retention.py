@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services import demo
@@ -441,6 +441,22 @@ async def test_an_erasure_request_on_an_open_case(db: tuple[AsyncEngine, Seeded]
         sms = next(n for n in theirs if n.channel == "sms" and n.status == "delivered")
         assert await no_longer_wanted(session, sms, T0) == "channel_no_longer_safe"
         assert await draft(session, sms, T0) is None
+    # A message that was already being sent when they were erased comes back undeliverable: no
+    # other channel is tried and nobody is given a task about them.
+    from services.notifier.fallback import fall_back
+    from services.notifier.last_look import hand_to_advocate
+
+    async with sessions.begin() as session:
+        case = await session.get_one(m.Case, seeded.bravo_case)
+        sms = await session.get_one(m.Notification, sms.id)
+        assert await fall_back(session, sms, case, "no_address", T0) is None
+        assert await hand_to_advocate(session, sms, case, "no_address", T0) is None
+        tasks = await session.scalar(
+            select(func.count())
+            .select_from(m.Notification)
+            .where(m.Notification.survivor_id == seeded.bravo, m.Notification.created_at > T0)
+        )
+        assert tasks == 0
 
     entries = await audit_rows(sessions)
     assert ("survivor.erased", {"survivor_id": seeded.bravo, "reason": "request"}) in [
