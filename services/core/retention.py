@@ -339,7 +339,7 @@ async def _erase_case_payloads(
     )
     cases = (
         await session.execute(
-            select(m.Case.id, m.Case.urn, (m.Case.closed_at < cutoff).label("past"), others)
+            select(m.Case.id, m.Case.urn, _closed_before(cutoff).label("past"), others)
             .join(m.CaseSurvivor, m.CaseSurvivor.case_id == m.Case.id)
             .where(m.CaseSurvivor.survivor_id == survivor)
             .order_by(m.Case.id)
@@ -572,13 +572,23 @@ async def erase_one(
     return summary
 
 
+def _closed_before(cutoff: datetime) -> ColumnElement[bool]:
+    """A case closed before the cutoff and quiet since: an event received after the cutoff (a
+    review, a release years after sentence under the Victim Contact Scheme) keeps it live."""
+    later = aliased(m.CaseEvent)  # its own alias: never the event row an outer query is on
+    recent = (
+        exists().where(later.urn == m.Case.urn, later.received_at >= cutoff).correlate_except(later)
+    )
+    return and_(m.Case.closed_at.is_not(None), m.Case.closed_at < cutoff, not_(recent))
+
+
 def _past_retention(cutoff: datetime) -> ColumnElement[bool]:
     """Survivors not yet erased whose every case closed before the cutoff (one with no case at
     all once their record is older than the cutoff): a survivor on any open case keeps theirs."""
     live_case = exists().where(
         m.CaseSurvivor.survivor_id == m.Survivor.id,
         m.CaseSurvivor.case_id == m.Case.id,
-        or_(m.Case.closed_at.is_(None), m.Case.closed_at >= cutoff),
+        not_(_closed_before(cutoff)),
     )
     any_case = exists().where(m.CaseSurvivor.survivor_id == m.Survivor.id)
     return and_(
@@ -645,7 +655,7 @@ async def run(
     aged = _Aged(sessions, summary, now, batch_size, say)
     if (events := found.get(Owner.CASE)) is not None:
         t = events.table.c
-        old_case = select(m.Case.urn).where(m.Case.closed_at < cutoff)
+        old_case = select(m.Case.urn).where(_closed_before(cutoff))
         no_case = ~exists().where(m.Case.urn == t.urn)
         await aged.erase(
             events, or_(t.urn.in_(old_case), and_(t.received_at < cutoff, no_case)), _audit_events

@@ -497,6 +497,39 @@ async def compliance(request: Request) -> Response:
     )
 
 
+@router.post("/cases/{case_id}/{step}", response_class=HTMLResponse)
+async def case_status(request: Request, case_id: int, step: str) -> Response:
+    """A supervisor closes a case (nothing more is owed to its survivors: the retention clock
+    starts, docs/security.md) or reopens it. Audited."""
+    staff = await _staff_or_none(request)
+    if staff is None:
+        return _signed_out(request)
+    if staff.role is not Role.SUPERVISOR or step not in ("close", "reopen"):
+        return _not_found(request)
+    form = await request.form()
+    if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
+        return page(request, "portal/forbidden.html", status_code=403)
+    rt = runtime(request)
+    now = rt.clock.now()
+    async with rt.sessions.begin() as session:
+        case = await session.get(m.Case, case_id, with_for_update=True)
+        members = list(
+            await session.scalars(
+                select(m.CaseSurvivor.survivor_id).where(m.CaseSurvivor.case_id == case_id)
+            )
+        )
+        visible = set(await access.visible_survivors(session, staff, now))
+        if case is None or not visible.intersection(members):
+            return _not_found(request)
+        if step == "close" and case.closed_at is None:
+            case.status, case.closed_at = "closed", now
+        elif step == "reopen" and case.closed_at is not None:
+            case.status, case.closed_at = "open", None
+        audit.record(session, at=now, actor=staff.actor, action=f"case.{step}", case_id=case.id)
+        back = next(s for s in members if s in visible)
+    return RedirectResponse(f"/survivors/{back}", status_code=303)
+
+
 # --- letters to post ------------------------------------------------------------------------
 
 

@@ -204,7 +204,14 @@ async def survivor_page(
         "full_name": survivor.full_name,
         "consent_to_referral": survivor.consent_to_referral,
         "cases": [
-            {"urn": c.urn, "status": c.status, "enhanced_rights": c.enhanced_rights} for c in cases
+            {
+                "id": c.id,
+                "urn": c.urn,
+                "status": c.status,
+                "closed_at": _iso(c.closed_at),
+                "enhanced_rights": c.enhanced_rights,
+            }
+            for c in cases
         ],
         "advocate": advocate.display_name if advocate else None,
         "preferences": preference_dict(pref),

@@ -599,3 +599,26 @@ async def test_letters_are_listed_printed_and_posted_by_the_advocate(site: Porta
         done = await session.get_one(m.LetterTask, task_id)
     assert row.status == "delivered" and row.informed_at is not None and row.informed_at > NOW
     assert done.posted_by is not None and done.posted_by.startswith("staff:")
+
+
+async def test_a_supervisor_closes_and_reopens_a_case(site: Portal) -> None:
+    async with site.rt.sessions() as session:
+        case = await session.scalar(select(m.Case).where(m.Case.urn == demo.DEMO_URN))
+        assert case is not None and case.closed_at is None
+    async with site.client() as client:
+        csrf = await sign_in(client, "demo-isva", SECRETS["demo-isva"])
+        assert (
+            await client.post(f"/cases/{case.id}/close", data={"csrf_token": csrf})
+        ).status_code == 404
+    async with site.client() as client:
+        csrf = await sign_in(client, "demo-supervisor", SECRETS["demo-supervisor"])
+        closed = await client.post(f"/cases/{case.id}/close", data={"csrf_token": csrf})
+        assert closed.status_code == 303
+        page = await client.get(closed.headers["location"])
+        assert f"Reopen case {demo.DEMO_URN}" in page.text
+        async with site.rt.sessions() as session:
+            assert (await session.get_one(m.Case, case.id)).closed_at == NOW
+        await client.post(f"/cases/{case.id}/reopen", data={"csrf_token": csrf})
+        async with site.rt.sessions() as session:
+            assert (await session.get_one(m.Case, case.id)).closed_at is None
+    assert [e.action for e in await site.audit("case.")] == ["case.close", "case.reopen"]

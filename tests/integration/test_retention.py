@@ -529,3 +529,25 @@ def test_the_command_line_end_to_end(database_url: str, tmp_path: Path, clock_fi
             await engine.dispose()
 
     assert asyncio.run(left()) == 0
+
+
+async def test_news_after_the_cutoff_keeps_a_closed_case(db: tuple[AsyncEngine, Seeded]) -> None:
+    """A case closed long ago that hears again (a release, years on, under the Victim Contact
+    Scheme) is live: its survivor keeps their data until it has been quiet long enough."""
+    engine, seeded = db
+    sessions = session_factory(engine)
+    async with sessions.begin() as session:
+        case = await session.get_one(m.Case, seeded.alpha_case)
+        session.add(
+            m.CaseEvent(
+                source="probation/01", event_id="late-1", type="probation.released",
+                urn=case.urn, event_time=T0 - timedelta(days=2),
+                received_at=T0 - timedelta(days=2), payload={"data": {}},
+                payload_hash="1" * 64, status="processed",
+            )
+        )  # fmt: skip
+    done = await run(engine, now=T0, retention_days=DAYS)
+    assert done.survivors_erased == 0
+    async with sessions() as session:
+        alpha = await session.get_one(m.Survivor, seeded.alpha)
+        assert alpha.erased_at is None and alpha.full_name is not None
