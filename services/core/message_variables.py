@@ -180,6 +180,8 @@ async def address_and_variables(
         "reason": (row.hold_reason or "").replace("_", " ") or None,
         "reply_text": None,
         "feedback_url": None,
+        # The advocate's own line, when they released a held message with one.
+        "personal_line": row.personal_line,
     }
     if row.inbound_id is not None:
         inbound = await session.get(m.InboundMessage, row.inbound_id)

@@ -18,7 +18,8 @@ decision_reason (the reason the agency gave for a decision, from the event's val
 None), meeting_offered (whether the agency offers a meeting to explain it), letter (what became
 of a letter the Code requires about the same event: "held", "sent" or "none"), feedback_url
 (the survivor's own link to answer a feedback question, for survivor_feedback_question; None
-elsewhere).
+elsewhere), personal_line (an advocate's own line, added when they released a held message, within
+services.core.discreet's bounds; None elsewhere).
 The words among them (hub_name, support_line, due_by_text, fallback_text, reason, and any
 stand-in for a missing name or phone) belong in the message's language; the Welsh templates are
 worded to read acceptably while the notifier still gives them in English.

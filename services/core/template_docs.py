@@ -60,6 +60,7 @@ SAMPLE: Final[Mapping[str, Any]] = {
     "meeting_offered": False,
     "letter": "none",
     "feedback_url": "https://carehub.example.org/feedback/1-abc",
+    "personal_line": None,
 }
 """Values as the notifier gives them today (English, whatever the message's language)."""
 

@@ -72,6 +72,8 @@ class ActionIn(BaseModel):
     note: str | None = Field(default=None, max_length=500)
     # told_in_person: when they were told (with its offset); default: now.
     told_at: datetime | None = None
+    # release: a line of the advocate's own in the message (services.core.discreet's bounds).
+    personal_line: str | None = Field(default=None, max_length=400)
 
 
 async def _caller(request: Request, *, changes: bool) -> Staff:
@@ -208,6 +210,7 @@ async def api_action(request: Request, notification_id: str, body: ActionIn) -> 
                 body.note,
                 now,
                 told_at=told_at,
+                personal_line=(body.personal_line or "").strip() or None,
             )
         if problem:
             raise HTTPException(409 if "no longer held" in problem else 422, problem)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.db import models as m
 from services.core.db.queries import current_preferences
+from services.core.discreet import PERSONAL_LINE_TEMPLATES
 from services.core.logs import get_logger
 from services.core.message_variables import draft
 from services.core.states import Status
@@ -694,6 +695,7 @@ async def message(request: Request, notification_id: str) -> Response:
         body=words[1] if words else None,
         survivor_name=name,
         survivor_id=row.survivor_id,
+        personal_line_ok=row.template in PERSONAL_LINE_TEMPLATES,
         pending=pending.action if pending else None,
         actions=ACTIONS,
         reason_items=[{"value": "", "text": "Choose a reason"}]
@@ -729,6 +731,7 @@ async def message_action(request: Request, notification_id: str) -> Response:
                 str(form.get("note") or "").strip() or None,
                 now,
                 told_at=told_at,
+                personal_line=str(form.get("personal_line") or "").strip() or None,
             )
         survivor_id = row.survivor_id
     if problem:
@@ -776,6 +779,38 @@ def told_at_problem(
     return at, None
 
 
+async def personal_line_check(
+    session: AsyncSession, row: m.Notification, action: str, line: str | None, now: datetime
+) -> str | None:
+    """What is wrong with an advocate's own line for this message, or None. Within the
+    template's bounds: only where the template has a place for it, never naming anything a
+    discreet message must not, and never making a text longer than its segment limit."""
+    from services.core.discreet import PERSONAL_LINE_TEMPLATES, personal_line_problem
+    from services.core.sms import inspect
+    from services.core.template_docs import SMS_SEGMENT_LIMIT
+
+    if line is None:
+        return None
+    if action != "release":
+        return "Only a message you release can carry your own line."
+    if row.template not in PERSONAL_LINE_TEMPLATES:
+        return "This message has no place for a line of your own."
+    if problem := personal_line_problem(line, detail=row.detail):
+        return problem
+    if row.channel == "sms":
+        row.personal_line = line
+        try:
+            words = await draft(session, row, now)
+        finally:
+            row.personal_line = None
+        if words is not None and (parts := inspect(words[1]).segments) > SMS_SEGMENT_LIMIT:
+            return (
+                f"With your line the text would be {parts} parts long (at most "
+                f"{SMS_SEGMENT_LIMIT}): please shorten it."
+            )
+    return None
+
+
 async def record_action(
     session: AsyncSession,
     staff: Staff,
@@ -786,6 +821,7 @@ async def record_action(
     now: datetime,
     *,
     told_at: datetime | None = None,
+    personal_line: str | None = None,
 ) -> str | None:
     """Record what the advocate asked for; the dispatcher carries it out. A problem, or None."""
     if action not in ACTIONS:
@@ -796,6 +832,8 @@ async def record_action(
         return f"This message is no longer held (it is {row.status.replace('_', ' ')})."
     if note and len(note) > 500:
         return "The note must be 500 characters or fewer."
+    if problem := await personal_line_check(session, row, action, personal_line, now):
+        return problem
     session.add(
         m.AdvocateAction(
             notification_id=row.id,
@@ -805,6 +843,7 @@ async def record_action(
             requested_by=staff.actor,
             requested_at=now,
             told_at=told_at if action == "told_in_person" else None,
+            personal_line=personal_line,
         )
     )
     audit.record(

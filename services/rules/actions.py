@@ -150,6 +150,7 @@ async def _carry_out(
             _record(session, action, row, now, outcome=REFUSED, reason=refusal)
             return REFUSED, refusal
         target, why = Status.SCHEDULED, "released_by_advocate"
+        row.personal_line = action.personal_line
     elif action.action == TOLD_IN_PERSON:
         target, why = Status.TOLD_IN_PERSON, "told_in_person"
         row.informed_at = row.informed_at or action.told_at or action.requested_at

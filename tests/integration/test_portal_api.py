@@ -622,3 +622,50 @@ async def test_a_supervisor_closes_and_reopens_a_case(site: Portal) -> None:
         async with site.rt.sessions() as session:
             assert (await session.get_one(m.Case, case.id)).closed_at is None
     assert [e.action for e in await site.audit("case.")] == ["case.close", "case.reopen"]
+
+
+async def test_a_released_message_can_carry_the_advocates_own_line(site: Portal) -> None:
+    from services.core.message_variables import draft
+    from services.rules.actions import carry_out_actions
+
+    url = f"/messages/{site.held_id}/actions"
+    async with site.client() as client:
+        csrf = await sign_in(client, "demo-isva", SECRETS["demo-isva"])
+        page = await client.get(f"/messages/{site.held_id}")
+        assert 'name="personal_line"' in page.text
+        for line, problem in (
+            ("The court date has moved.", "cannot say"),  # Riley chose discreet messages
+            ("See https://example.org/x", "web address"),
+            ("x" * 161, "160 characters"),
+            # Within 160, but a letter with no GSM form (ŵ) makes the whole text UCS-2: too long.
+            (
+                "Rwy'n flin iawn. Dewch i'r ganolfan ddydd Mawrth, neu ffoniwch fi pan fydd yn "
+                "gyfleus. Mae croeso i chi ddod â ffrind gyda chi: bydd dŵr a the yno.",
+                "parts long",
+            ),
+        ):
+            refused = await client.post(
+                url, data={"csrf_token": csrf, "action": "release", "personal_line": line}
+            )
+            assert refused.status_code == 400 and problem in refused.text, line
+        told = await client.post(
+            url,
+            data={"csrf_token": csrf, "action": "told_in_person", "personal_line": "Hello"},
+        )
+        assert told.status_code == 400 and "Only a message you release" in told.text
+        ok = await client.post(
+            url,
+            data={
+                "csrf_token": csrf,
+                "action": "release",
+                "personal_line": "I am so sorry. Call me when you can, any time this week.",
+            },
+        )
+        assert ok.status_code == 303
+    assert await carry_out_actions(site.rt) == 1
+    async with site.rt.sessions() as session:
+        held = await session.get_one(m.Notification, site.held_id)
+        assert held.status == "scheduled"
+        words = await draft(session, held, NOW)
+    assert words is not None
+    assert "I am so sorry. Call me when you can, any time this week." in words[1]

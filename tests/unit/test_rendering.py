@@ -50,6 +50,7 @@ def variables(**changes: Any) -> dict[str, Any]:
         "meeting_offered": False,
         "letter": "none",
         "feedback_url": "https://carehub.example.org/feedback/1-abc",
+        "personal_line": None,
     }
     values.update(changes)
     return values
@@ -76,6 +77,7 @@ DOCUMENTED_VARIABLES = frozenset(
         "meeting_offered",
         "letter",
         "feedback_url",
+        "personal_line",
     }
 )
 # What became of the survivor's own message about the same event, as the notifier says it.

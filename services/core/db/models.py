@@ -273,6 +273,9 @@ class Notification(Base):
     informed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     provider_ref: Mapped[str | None] = mapped_column(String(128), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The advocate's own line, added when they released a held message (within the bounds of
+    # services.core.discreet).
+    personal_line: Mapped[str | None] = mapped_column(Protected(), nullable=True)
 
 
 class DeliveryAttempt(Base):
@@ -500,6 +503,8 @@ class AdvocateAction(Base):
     requested_at: Mapped[datetime]
     # told_in_person: when the advocate actually told the survivor (recorded afterwards).
     told_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # release: a line of the advocate's own, for the message (services.core.discreet).
+    personal_line: Mapped[str | None] = mapped_column(Protected(), nullable=True)
     carried_out_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # done, or why not: moot (the message had moved on), refused (not allowed any more)
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
