@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -62,6 +63,16 @@ class RunningStack:
 def base_app(rt: Runtime, names: Sequence[str]) -> FastAPI:
     app = FastAPI(title="carehub", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.runtime = rt
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field and the problem, never the value: a refused value can be a phone
+        # number, an address or a note (FastAPI's own answer echoes it back as `input`).
+        problems = [
+            {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": problems}, status_code=422)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

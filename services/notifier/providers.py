@@ -32,6 +32,7 @@ from services.core.db import models as m
 from services.core.db.queries import current_preferences, person_for
 from services.core.domain import notification_id as make_notification_id
 from services.core.feedback import open_question_for, record_answer
+from services.core.http_limits import is_ascii_number, read_limited
 from services.core.keys import blind_index, normalise_phone
 from services.core.logs import get_logger
 from services.core.notifications import add_staff_notification, move
@@ -97,6 +98,8 @@ REPLIES = {
     ),
 }
 REPLY_TEMPLATE = "advocate_survivor_replied"
+NOTIFICATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+PROVIDER_REF = re.compile(r"[A-Za-z0-9]{1,64}")  # a Twilio SID is two letters and 32 hex
 
 
 def public_url(rt: Runtime, request: Request) -> str:
@@ -109,8 +112,11 @@ async def signed_form(rt: Runtime, request: Request) -> dict[str, str] | None:
     """The form Twilio posted, if its signature is good; None otherwise."""
     token = rt.settings.twilio_auth_token
     signature = request.headers.get("X-Twilio-Signature", "")
-    body = await request.body()
-    if token is None or not signature or len(body) > 64 * 1024:
+    if token is None or not signature:
+        return None
+    body = await read_limited(request, 64 * 1024)
+    if body is None:
+        log.warning("webhook.too_large", provider="twilio")
         return None
     try:
         params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
@@ -172,6 +178,11 @@ async def apply_receipt(
 
     target = RECEIPT_TARGET.get(status_word)
     now = rt.clock.now()
+    # Whatever a caller put in them, these are only ever ids and codes of a known shape.
+    nid = nid if NOTIFICATION_ID.fullmatch(nid) else ""
+    provider_ref = provider_ref if PROVIDER_REF.fullmatch(provider_ref) else ""
+    status_word = status_word[:32]
+    error_code = error_code[:16] if error_code else None
     async with rt.sessions.begin() as session:
         row = await session.get(m.Notification, nid, with_for_update=True) if nid else None
         if row is None:
@@ -198,7 +209,7 @@ async def apply_receipt(
             if target is Status.DELIVERED:
                 row.informed_at = row.informed_at or now
             if target is Status.FAILED:
-                code = int(error_code) if error_code and error_code.isdigit() else 0
+                code = int(error_code) if error_code and is_ascii_number(error_code) else 0
                 reason = PERMANENT_CODES.get(code, status_word)
             row.provider_ref = row.provider_ref or provider_ref or None
             row.sent_at = row.sent_at or now

@@ -20,7 +20,13 @@ from services.core.message_variables import draft
 from services.portal import access, views
 from services.portal import preferences as prefs
 from services.portal.auth import Role, Staff, csrf_ok
-from services.portal.pages import _viewed, record_action, told_at_problem
+from services.portal.pages import (
+    NOTIFICATION_ID,
+    _viewed,
+    real_id,
+    record_action,
+    told_at_problem,
+)
 from services.portal.web import identify, runtime
 
 router = APIRouter(prefix="/api/v1", tags=["portal"])
@@ -118,7 +124,7 @@ async def api_survivor(request: Request, survivor_id: int) -> dict[str, Any]:
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
-        if not await access.may_see(session, staff, survivor_id, now):
+        if not real_id(survivor_id) or not await access.may_see(session, staff, survivor_id, now):
             raise HTTPException(404, "no such survivor on your caseload")
         data = await views.survivor_page(session, survivor_id, now)
         if data is None:
@@ -138,8 +144,10 @@ async def api_preferences(
     now = rt.clock.now()
     raw = change.model_dump(exclude_none=True)
     async with rt.sessions.begin() as session:
+        if not real_id(survivor_id) or not await access.may_see(session, staff, survivor_id, now):
+            raise HTTPException(404, "no such survivor on your caseload")
         survivor = await session.get(m.Survivor, survivor_id)
-        if survivor is None or not await access.may_see(session, staff, survivor_id, now):
+        if survivor is None:
             raise HTTPException(404, "no such survivor on your caseload")
         if survivor.erased_at is not None:
             raise HTTPException(409, "this survivor's data was erased: nothing can be recorded")
@@ -165,7 +173,11 @@ async def api_message(request: Request, notification_id: str) -> dict[str, Any]:
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
-        row = await session.get(m.Notification, notification_id[:36])
+        row = (
+            await session.get(m.Notification, notification_id)
+            if NOTIFICATION_ID.fullmatch(notification_id)
+            else None
+        )
         if row is None or not await access.may_act_on(session, staff, row, now):
             raise HTTPException(404, "no such message for you")
         words = await draft(session, row, now, base_url=rt.settings.public_base_url)
@@ -196,7 +208,11 @@ async def api_action(request: Request, notification_id: str, body: ActionIn) -> 
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
-        row = await session.get(m.Notification, notification_id[:36])
+        row = (
+            await session.get(m.Notification, notification_id)
+            if NOTIFICATION_ID.fullmatch(notification_id)
+            else None
+        )
         if row is None or not await access.may_act_on(session, staff, row, now):
             raise HTTPException(404, "no such message for you")
         told_at, problem = told_at_problem(body.told_at, row, now) if body.told_at else (None, None)

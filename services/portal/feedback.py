@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from services.core.db import models as m
 from services.core.db.queries import current_preferences
 from services.core.feedback import SCORES, parse_link, record_answer
+from services.core.http_limits import read_form
 from services.portal.auth import csrf_ok
 from services.portal.web import page, runtime
 
@@ -100,7 +101,9 @@ async def feedback_form(request: Request, ref: str) -> Response:
 @router.post("/feedback/{ref}", response_class=HTMLResponse)
 async def feedback_answer(request: Request, ref: str) -> Response:
     rt = runtime(request)
-    form = await request.form()
+    form = await read_form(request, limit=8 * 1024)
+    if form is None:
+        return page(request, "portal/too_big.html", status_code=413)
     question, language = await _open(request, ref)
     w = WORDS[language]
     if question is None:

@@ -9,6 +9,7 @@ action on a held message: the dispatcher carries it out (design.md).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from services.core import audit
 from services.core.db import models as m
 from services.core.db.queries import current_preferences
 from services.core.discreet import PERSONAL_LINE_TEMPLATES
+from services.core.http_limits import read_form
 from services.core.logs import get_logger
 from services.core.message_variables import draft
 from services.core.states import Status
@@ -68,6 +70,18 @@ def _not_found(request: Request) -> HTMLResponse:
     return page(request, "portal/not_found.html", status_code=404)
 
 
+def _too_big(request: Request) -> HTMLResponse:
+    return page(request, "portal/too_big.html", status_code=413)
+
+
+def real_id(value: int) -> bool:
+    """An id a row could have (a 32-bit key): anything else is a page that does not exist."""
+    return 0 < value < 2**31
+
+
+NOTIFICATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _set_cookie(response: Response, request: Request, name: str, value: str) -> None:
     secure = runtime(request).settings.env.value == "production"
     response.set_cookie(name, value, httponly=True, secure=secure, samesite="strict", path="/")
@@ -97,8 +111,12 @@ async def sign_in_form(request: Request) -> Response:
 @router.post("/sign-in", response_class=HTMLResponse)
 async def sign_in(request: Request) -> Response:
     rt = runtime(request)
-    form = await request.form()
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
     username = str(form.get("username") or "").strip()[:64]
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in username):
+        username = ""  # no account has such a name: an ordinary failed sign-in
     password = str(form.get("password") or "")[:1024]
     if not csrf_ok(request.cookies.get(SIGN_IN_COOKIE), str(form.get("csrf_token") or "")):
         return await _sign_in_again(request, "Your sign-in form expired. Try again.", 400)
@@ -166,7 +184,9 @@ async def code_form(request: Request) -> Response:
 @router.post("/sign-in/code", response_class=HTMLResponse)
 async def code(request: Request) -> Response:
     rt = runtime(request)
-    form = await request.form()
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
     now = real_now()
     async with rt.sessions.begin() as session:
         found = await _half_signed_in(request, session)
@@ -213,7 +233,9 @@ async def code(request: Request) -> Response:
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
     rt = runtime(request)
-    form = await request.form()
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
     staff = await _staff_or_none(request)
     if staff is None:
         return _signed_out(request)
@@ -253,7 +275,7 @@ async def caseload(request: Request) -> Response:
 async def _survivor_for(
     request: Request, session: AsyncSession, staff: Staff, survivor_id: int, now: datetime
 ) -> m.Survivor | None:
-    if not await access.may_see(session, staff, survivor_id, now):
+    if not real_id(survivor_id) or not await access.may_see(session, staff, survivor_id, now):
         return None
     return await session.get(m.Survivor, survivor_id)
 
@@ -344,7 +366,9 @@ async def preferences_save(request: Request, survivor_id: int) -> Response:
     staff = await _staff_or_none(request)
     if staff is None:
         return _signed_out(request)
-    form = await request.form()
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
     if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
         return page(request, "portal/forbidden.html", status_code=403)
     raw: dict[str, Any] = {k: str(v) for k, v in form.items() if k != "csrf_token"}
@@ -403,8 +427,10 @@ async def subject_access(request: Request, survivor_id: int) -> Response:
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
-        if staff.role is not Role.SUPERVISOR or not await access.may_see(
-            session, staff, survivor_id, now
+        if (
+            staff.role is not Role.SUPERVISOR
+            or not real_id(survivor_id)
+            or not await access.may_see(session, staff, survivor_id, now)
         ):
             return _not_found(request)
         data = await views.subject_access(session, survivor_id)
@@ -505,9 +531,11 @@ async def case_status(request: Request, case_id: int, step: str) -> Response:
     staff = await _staff_or_none(request)
     if staff is None:
         return _signed_out(request)
-    if staff.role is not Role.SUPERVISOR or step not in ("close", "reopen"):
+    if staff.role is not Role.SUPERVISOR or step not in ("close", "reopen") or not real_id(case_id):
         return _not_found(request)
-    form = await request.form()
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
     if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
         return page(request, "portal/forbidden.html", status_code=403)
     rt = runtime(request)
@@ -590,6 +618,8 @@ async def letters(request: Request) -> Response:
 async def _letter_for(
     session: AsyncSession, staff: Staff, task_id: int, now: datetime
 ) -> tuple[m.LetterTask, m.Notification] | None:
+    if not real_id(task_id):
+        return None
     task = await session.get(m.LetterTask, task_id)
     if task is None:
         return None
@@ -636,7 +666,9 @@ async def letter_step(request: Request, task_id: int, step: str) -> Response:
         return _signed_out(request)
     if step not in ("printed", "posted"):
         return _not_found(request)
-    form = await request.form()
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
     if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
         return page(request, "portal/forbidden.html", status_code=403)
     rt = runtime(request)
@@ -659,7 +691,9 @@ async def letter_step(request: Request, task_id: int, step: str) -> Response:
 async def _message_for(
     session: AsyncSession, staff: Staff, notification_id: str, now: datetime
 ) -> m.Notification | None:
-    row = await session.get(m.Notification, notification_id[:36])
+    if not NOTIFICATION_ID.fullmatch(notification_id):
+        return None
+    row = await session.get(m.Notification, notification_id)
     if row is None or not await access.may_act_on(session, staff, row, now):
         return None
     return row
@@ -709,7 +743,9 @@ async def message_action(request: Request, notification_id: str) -> Response:
     staff = await _staff_or_none(request)
     if staff is None:
         return _signed_out(request)
-    form = await request.form()
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
     if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
         return page(request, "portal/forbidden.html", status_code=403)
     rt = runtime(request)
