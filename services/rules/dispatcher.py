@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.core import audit, metrics
+from services.core import audit, gauges, metrics
 from services.core.audit_seal import seal_pending
 from services.core.db import models as m
 from services.core.domain import EventStatus
@@ -295,6 +295,8 @@ async def run_loop(rt: Runtime) -> None:
         if next_redrive is None or now >= next_redrive:
             await redrive(rt)
             await alert_parked(rt)
+            async with rt.sessions() as session:
+                await gauges.sample(session, now)
             next_redrive = now + timedelta(seconds=max(1, rt.settings.redrive_after_s // 4))
         if loop.time() >= next_seal:
             await seal_audit(rt)

@@ -669,3 +669,33 @@ async def test_a_released_message_can_carry_the_advocates_own_line(site: Portal)
         words = await draft(session, held, NOW)
     assert words is not None
     assert "I am so sorry. Call me when you can, any time this week." in words[1]
+
+
+async def test_the_deadline_gauges_count_what_is_owed_and_not_yet_told(site: Portal) -> None:
+    from prometheus_client import REGISTRY
+
+    from services.core import gauges
+
+    async with site.rt.sessions() as session:
+        held = await session.get_one(m.Notification, site.held_id)
+        assert held.due_by is not None
+        before = await gauges.sample(session, held.due_by - timedelta(hours=30))
+        close = await gauges.sample(session, held.due_by - timedelta(hours=1))
+        after = await gauges.sample(session, held.due_by + timedelta(hours=1))
+    # The held news is not within a day of its deadline 30 hours out; an hour out it is within
+    # 4 and 24 hours; an hour after, it is overdue.
+    assert close["owed"]["4h"] > before["owed"]["4h"]
+    assert close["owed"]["24h"] > before["owed"]["24h"]
+    assert after["owed"]["overdue"] > close["owed"]["overdue"]
+    for figures in (before, close, after):  # the windows nest: past due is within 4 h, ...
+        owed = figures["owed"]
+        assert owed["overdue"] <= owed["4h"] <= owed["24h"]
+    assert after["by_status"]["held"] >= 1
+    assert (
+        REGISTRY.get_sample_value("carehub_owed_near_deadline", {"window": "overdue"})
+        == (after["owed"]["overdue"])
+    )
+    assert (
+        REGISTRY.get_sample_value("carehub_notifications_by_status", {"status": "held"})
+        == (after["by_status"]["held"])
+    )
