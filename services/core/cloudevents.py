@@ -233,6 +233,17 @@ def _message(keyword: str | None, expected: Any) -> str:
     return simple.get(keyword, f"is not valid ({keyword})")
 
 
+FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+
+
+def _unexpected(pointer: str, name: object) -> str:
+    """Where an unexpected field is: its own pointer if its name looks like a field name, else
+    the object that holds it (the name itself could be personal data or terminal escapes)."""
+    if isinstance(name, str) and FIELD_NAME.fullmatch(name):
+        return _join(pointer, name)
+    return pointer or "/"
+
+
 def _describe(error: Any, prefix: str) -> list[FieldError]:
     """Turn one jsonschema ValidationError into FieldErrors pointing at the field concerned."""
     pointer = prefix
@@ -241,10 +252,13 @@ def _describe(error: Any, prefix: str) -> list[FieldError]:
     keyword = error.validator
     # propertyNames checks each name as its own instance, without adding it to the path; our
     # schemas have no property literally called "propertyNames", so this test is unambiguous.
+    # A field name is the sender's choice and may be anything (a phone number, a name,
+    # terminal escapes): an unexpected one is named only when it looks like a field name (a
+    # typo upstream wants to see); anything else is pointed at through the object holding it.
     if "propertyNames" in error.schema_path:
         return [
             FieldError(
-                _join(pointer, error.instance),
+                _unexpected(pointer, error.instance),
                 "unexpected field (extension attribute names are lowercase letters and digits,"
                 " at most 20 characters)",
             )
@@ -258,7 +272,7 @@ def _describe(error: Any, prefix: str) -> list[FieldError]:
         ]
     if keyword == "additionalProperties" and error.validator_value is False:
         return [
-            FieldError(_join(pointer, name), "unexpected field")
+            FieldError(_unexpected(pointer, name), "unexpected field")
             for name in _extra_properties(error.instance, error.schema)
         ]
     return [FieldError(pointer, _message(keyword, error.validator_value))]

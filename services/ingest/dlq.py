@@ -8,13 +8,12 @@ reason. Listing shows reasons and pointers only, never the record's contents.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.core import audit
+from services.core import audit, strict_json
 from services.core.db import models as m
 from services.core.rejected import describe, list_rejected
 from services.ingest.feeds import ingest_records
@@ -41,8 +40,8 @@ async def replay(
             )
         else:
             try:
-                parsed: Any = json.loads(row.original)
-            except (ValueError, UnicodeDecodeError, RecursionError):
+                parsed: Any = strict_json.loads(row.original)
+            except strict_json.JsonProblem:
                 parsed = None
             outcomes = [
                 await record_event_safely(

@@ -17,7 +17,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.core import strict_json
 from services.core.cloudevents import FieldError
+from services.core.http_limits import is_ascii_number
 from services.core.settings import Settings
 from services.ingest.adapters import FEEDS, MAX_RECORD_BYTES, AdapterError, from_record
 from services.ingest.recording import Outcome, record_event_safely, reject
@@ -46,7 +48,7 @@ def signature_problem(
     it is about when two real systems talked."""
     if not timestamp or not signature:
         return "X-Carehub-Timestamp and X-Carehub-Signature are required"
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not is_ascii_number(timestamp, max_digits=12):
         return "X-Carehub-Timestamp must be Unix seconds"
     if abs(now_s - int(timestamp)) > SIGNATURE_MAX_AGE_S:
         return f"X-Carehub-Timestamp is more than {SIGNATURE_MAX_AGE_S} s from our clock"
@@ -69,13 +71,9 @@ async def ingest_records(
     if len(raw) > MAX_RECORD_BYTES * 500:
         return [await _refuse(session, feed, raw, now, way_in, "oversized", "", "is too large")]
     try:
-        parsed: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return [
-            await _refuse(
-                session, feed, raw, now, way_in, "malformed_json", "", "is not valid UTF-8 JSON"
-            )
-        ]
+        parsed: Any = strict_json.loads(raw)
+    except strict_json.JsonProblem as problem:
+        return [await _refuse(session, feed, raw, now, way_in, problem.code, "", problem.message)]
     items = parsed if isinstance(parsed, list) else [parsed]
     outcomes: list[Outcome] = []
     for item in items:

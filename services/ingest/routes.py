@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.core import metrics
+from services.core import metrics, strict_json
 from services.core.cloudevents import FieldError
 from services.core.logs import get_logger
 from services.core.records import CaseEventRef
@@ -57,20 +57,20 @@ def router(rt: Runtime) -> APIRouter:
             return refused
         now = rt.clock.now()
         try:
-            parsed: Any = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            parsed: Any = strict_json.loads(body, values=False)
+        except strict_json.JsonProblem as problem:
             async with rt.sessions.begin() as session:
                 rejected = await reject(
                     session,
                     body,
                     now=now,
                     way_in="http",
-                    reason_code="malformed_json",
-                    errors=[FieldError("", "body is not valid UTF-8 JSON")],
+                    reason_code=problem.code,
+                    errors=[FieldError("", f"body {problem.message}")],
                 )
             await publish_rejections(rt, [rejected.id])
             metrics.EVENTS_INGESTED.labels("invalid").inc()
-            return _error(400, "", "body is not valid UTF-8 JSON")
+            return _error(400, "", f"body {problem.message}")
         is_batch = isinstance(parsed, list)
         if media == BATCH_TYPE and not is_batch:
             return _error(400, "", "a batch must be a JSON array of events")
@@ -83,6 +83,18 @@ def router(rt: Runtime) -> APIRouter:
         async with rt.sessions.begin() as session:
             for item in items:
                 original = body if not is_batch else json.dumps(item).encode()
+                if (bad := strict_json.value_problem(item)) is not None:
+                    errors = [FieldError("", bad.message)]
+                    rejected = await reject(
+                        session,
+                        original,
+                        now=now,
+                        way_in="http",
+                        reason_code=bad.code,
+                        errors=errors,
+                    )
+                    outcomes.append(Outcome("invalid", rejected_id=rejected.id, errors=errors))
+                    continue
                 outcomes.append(
                     await record_event_safely(
                         session, item, original, now=now, way_in="http", max_skew=skew

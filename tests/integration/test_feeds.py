@@ -247,7 +247,7 @@ async def test_a_record_the_database_cannot_store_is_refused_alone(
         assert statuses == ["accepted", "invalid", "accepted"]
         async with stack.runtime.sessions() as session:
             kept = (await session.scalars(select(m.RejectedRecord))).one()
-        assert kept.reason_code == "unstorable"
+        assert kept.reason_code == "invalid_text"
 
 
 async def test_canonical_events_are_signed_when_a_secret_is_set_and_refused_in_production(

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from services.core import strict_json
 from services.core.cloudevents import FieldError
 from services.core.urn import normalise_urn
 from services.ingest.adapters import court, cps, police, probation
@@ -141,14 +142,27 @@ def _no_constant(text: str) -> Any:
     raise ValueError("NaN and Infinity are not JSON")
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("an object has the same key twice")
+    return out
+
+
 def _decode(raw: bytes) -> tuple[list[Any], bool]:
     if len(raw) > MAX_RECORD_BYTES and not raw.lstrip().removeprefix(_BOM).lstrip()[:1] == b"[":
         raise AdapterError(
             "oversized", [FieldError("", f"record is larger than {MAX_RECORD_BYTES} bytes")]
         )
     try:
+        text = raw.decode("utf-8-sig")
+        if strict_json.nesting(text) > strict_json.MAX_DEPTH:
+            raise RecursionError
         parsed = json.loads(
-            raw.decode("utf-8-sig"), parse_float=_finite, parse_constant=_no_constant
+            text,
+            parse_float=_finite,
+            parse_constant=_no_constant,
+            object_pairs_hook=_no_duplicate_keys,
         )
     except UnicodeDecodeError:
         raise AdapterError("malformed_json", [FieldError("", "is not valid UTF-8")]) from None
