@@ -18,10 +18,11 @@ CONTROL = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7
 class JsonProblem(ValueError):
     """A body that is not acceptable JSON: `code` for the DLQ, `message` for the sender."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, pointer: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.pointer = pointer  # JSON Pointer to the value, when a value is the problem
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -98,28 +99,35 @@ def value_problem(value: Any) -> JsonProblem | None:
     return None
 
 
-def _check_values(value: Any) -> None:
+def _join(pointer: str, token: str | int) -> str:
+    return f"{pointer}/{str(token).replace('~', '~0').replace('/', '~1')}"
+
+
+def _check_values(value: Any, pointer: str = "") -> None:
     """Refuse values no record needs and some readers would get wrong: text a database cannot
     store (NUL, a lone surrogate), control characters, a string ending in a line break (a
-    schema pattern's `$` lets one through), and integers beyond what JSON readers agree on."""
+    schema pattern's `$` lets one through), and integers beyond what JSON readers agree on.
+    The problem points at the value (a key's own problem, at the object holding it)."""
     if isinstance(value, str):
         if any(ch in CONTROL for ch in value):
-            raise JsonProblem("invalid_text", "has a control character in a text")
+            raise JsonProblem("invalid_text", "has a control character in a text", pointer)
         if value.endswith(("\n", "\r")):
-            raise JsonProblem("invalid_text", "has a text ending in a line break")
+            raise JsonProblem("invalid_text", "has a text ending in a line break", pointer)
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise JsonProblem("invalid_text", "has a text that is not valid Unicode") from None
+            raise JsonProblem(
+                "invalid_text", "has a text that is not valid Unicode", pointer
+            ) from None
     elif isinstance(value, bool):
         return
     elif isinstance(value, int):
         if abs(value) > MAX_INTEGER:
-            raise JsonProblem("malformed_json", "has a number too large to read reliably")
+            raise JsonProblem("malformed_json", "has a number too large to read reliably", pointer)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_values(key)
-            _check_values(item)
+            _check_values(key, pointer)
+            _check_values(item, _join(pointer, key))
     elif isinstance(value, list):
-        for item in value:
-            _check_values(item)
+        for index, item in enumerate(value):
+            _check_values(item, _join(pointer, index))

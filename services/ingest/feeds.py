@@ -71,7 +71,7 @@ async def ingest_records(
     if len(raw) > MAX_RECORD_BYTES * 500:
         return [await _refuse(session, feed, raw, now, way_in, "oversized", "", "is too large")]
     try:
-        parsed: Any = strict_json.loads(raw)
+        parsed: Any = strict_json.loads(raw, values=False)  # each record's values: below
     except strict_json.JsonProblem as problem:
         return [await _refuse(session, feed, raw, now, way_in, problem.code, "", problem.message)]
     items = parsed if isinstance(parsed, list) else [parsed]
@@ -103,6 +103,10 @@ async def ingest_record(
     if not isinstance(item, Mapping):
         return await _refuse(
             session, feed, original, now, way_in, "not_an_object", "", "must be a JSON object"
+        )
+    if (bad := strict_json.value_problem(item)) is not None:
+        return await _refuse(
+            session, feed, original, now, way_in, bad.code, bad.pointer, bad.message
         )
     try:
         event = from_record(feed, item)

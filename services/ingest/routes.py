@@ -84,7 +84,7 @@ def router(rt: Runtime) -> APIRouter:
             for item in items:
                 original = body if not is_batch else json.dumps(item).encode()
                 if (bad := strict_json.value_problem(item)) is not None:
-                    errors = [FieldError("", bad.message)]
+                    errors = [FieldError(bad.pointer, bad.message)]
                     rejected = await reject(
                         session,
                         original,
