@@ -66,6 +66,18 @@ def _csv_rows(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
         yield reader.line_num, record
 
 
+def _lines(handle: Any, limit: int) -> Iterator[bytes | None]:
+    """The file's lines as bytes, never reading more than `limit` + 1 bytes of one at a time;
+    None for a line longer than `limit` (the rest of it is skipped)."""
+    while line := handle.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := handle.readline(limit + 1)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+            continue
+        yield line
+
+
 async def send_file(
     base_url: str,
     path: Path,
@@ -76,9 +88,15 @@ async def send_file(
     batch_size: int = 100,
     progress: Progress | None = None,
     on_batch: Callable[[int], None] | None = None,
+    max_line_bytes: int = 1_048_576,
 ) -> dict[str, int]:
-    """Send every record of `path`; return the counts (accepted, rejected, duplicates, lines)."""
-    counts = {"accepted": 0, "rejected": 0, "duplicates": 0, "lines": 0}
+    """Send every record of `path`; return the counts (accepted, rejected, duplicates, lines,
+    and `too_long`: lines longer than `max_line_bytes` (CAREHUB_MAX_REQUEST_BYTES), which ingest
+    could never take; they stay in the file, and every other line still goes).
+
+    A JSON line that is not valid UTF-8 or JSON is sent as it is, alone, so ingest keeps it in
+    its rejected records with the reason; nothing is repaired on the way."""
+    counts = {"accepted": 0, "rejected": 0, "duplicates": 0, "lines": 0, "too_long": 0}
     fmt = file_format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     if fmt == "csv" and feed is None:
         raise ValueError("a CSV file needs --feed: canonical events come as JSON lines")
@@ -102,26 +120,38 @@ async def send_file(
                 headers["x-carehub-timestamp"] = stamp
                 headers["x-carehub-signature"] = sign(secret, stamp, body)
             response = await client.post(endpoint, content=body, headers=headers)
-            if response.status_code in (401, 403, 404, 413, 415):
+            if response.status_code in (401, 403, 404, 415):
                 raise PermissionError(f"ingest refused the file: {response.status_code}")
             return response
 
-        async def flush() -> None:
-            if not pending:
-                return
-            body = json.dumps(pending).encode()
+        async def send_batch(records: list[Any]) -> None:
+            body = json.dumps(records).encode()
             response = await post(body, BATCH if feed is None else "application/json")
+            if response.status_code == 413 and len(records) > 1:
+                half = len(records) // 2  # too big together: in two smaller batches
+                await send_batch(records[:half])
+                await send_batch(records[half:])
+                return
+            if response.status_code == 413:
+                counts["too_long"] += 1
+                counts["rejected"] += 1
+                return
             if response.status_code != 207:
                 raise OSError(f"ingest answered {response.status_code} to a batch")
             for item in response.json()["results"]:
                 tally(item["status"])
+
+        async def flush() -> None:
+            if not pending:
+                return
+            await send_batch(list(pending))
             pending.clear()
             if on_batch is not None:
                 on_batch(counts["lines"])
 
         with path.open("rb") as raw_handle:
-            text = io.TextIOWrapper(raw_handle, encoding="utf-8", errors="replace", newline="")
             if fmt == "csv":
+                text = io.TextIOWrapper(raw_handle, encoding="utf-8", errors="strict", newline="")
                 for _, record in _csv_rows(text):
                     counts["lines"] += 1
                     pending.append(record)
@@ -130,14 +160,19 @@ async def send_file(
                         if progress is not None:
                             progress.update(raw_handle.tell(), counts["lines"], counts)
             else:
-                for line in text:
+                for line in _lines(raw_handle, max_line_bytes):
+                    if line is None:  # longer than ingest takes: left in the file, counted
+                        counts["lines"] += 1
+                        counts["too_long"] += 1
+                        counts["rejected"] += 1
+                        continue
                     if not line.strip():
                         continue
                     counts["lines"] += 1
                     try:
-                        pending.append(json.loads(line))
-                    except ValueError:
-                        response = await post(line.encode(), "application/json")
+                        pending.append(json.loads(line.decode("utf-8")))
+                    except ValueError:  # not UTF-8 or not JSON: ingest keeps it with its reason
+                        response = await post(line.strip(), "application/json")
                         tally("invalid" if response.status_code >= 400 else "accepted")
                         continue
                     if len(pending) >= batch_size:

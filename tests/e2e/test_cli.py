@@ -77,7 +77,13 @@ def test_run_on_embedded_defaults_serves_and_writes_outbox(
         lines.write_text("\n".join([event, event, *bad]) + "\n")
         done = carehub(["ingest", str(lines)], env, tmp_path)
         assert done.returncode == 0, done.stderr
-        assert last_json(done.stdout) == {"accepted": 1, "rejected": 2, "duplicates": 1, "lines": 4}
+        assert last_json(done.stdout) == {
+            "accepted": 1,
+            "rejected": 2,
+            "duplicates": 1,
+            "lines": 4,
+            "too_long": 0,
+        }
     finally:
         code = proc.stop()
     assert code == 0

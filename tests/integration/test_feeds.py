@@ -168,7 +168,7 @@ async def test_a_jsonl_file_drop_is_signed_streamed_and_counted(
     summary = await send_file(
         feed_stack.url, path, feed="police", secret=SECRETS["police"], batch_size=4
     )
-    assert summary == {"accepted": 6, "rejected": 1, "duplicates": 0, "lines": 7}
+    assert summary == {"accepted": 6, "rejected": 1, "duplicates": 0, "lines": 7, "too_long": 0}
     again = await send_file(feed_stack.url, path, feed="police", secret=SECRETS["police"])
     assert again["duplicates"] == 6 and again["accepted"] == 0
     with pytest.raises(PermissionError):
