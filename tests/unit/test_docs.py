@@ -29,3 +29,20 @@ def test_rules_doc_is_generated_from_the_current_rules_file() -> None:
     assert current == markdown(load_rules()), (
         "docs/rules.md is stale: run `carehub rules check --markdown > docs/rules.md`"
     )
+
+
+def test_operations_doc_lists_every_log_event_and_metric() -> None:
+    from prometheus_client import REGISTRY
+
+    import services.core.gauges  # noqa: F401 - registers its gauges
+    import services.core.metrics  # noqa: F401
+    from services.core.log_events import END, START, scan, table
+
+    text = (REPO / "docs" / "operations.md").read_text()
+    listed = text.split(START, 1)[1].split(END, 1)[0].strip()
+    assert listed == table(scan()), (
+        "docs/operations.md's log events are stale: paste `python -m services.core.log_events`"
+    )
+    metrics = {m.name for m in REGISTRY.collect() if m.name.startswith("carehub_")}
+    missing = [name for name in metrics if f"`{name}" not in text]
+    assert missing == []
