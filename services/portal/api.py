@@ -21,7 +21,7 @@ from services.portal import access, views
 from services.portal import preferences as prefs
 from services.portal.auth import Role, Staff, csrf_ok
 from services.portal.pages import (
-    NOTIFICATION_ID,
+    _message_for,
     _viewed,
     real_id,
     record_action,
@@ -173,12 +173,8 @@ async def api_message(request: Request, notification_id: str) -> dict[str, Any]:
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
-        row = (
-            await session.get(m.Notification, notification_id)
-            if NOTIFICATION_ID.fullmatch(notification_id)
-            else None
-        )
-        if row is None or not await access.may_act_on(session, staff, row, now):
+        row = await _message_for(session, staff, notification_id, now)
+        if row is None:
             raise HTTPException(404, "no such message for you")
         words = await draft(session, row, now, base_url=rt.settings.public_base_url)
         _viewed(session, staff, now, "message", notification_id=row.id, via="api")
@@ -208,12 +204,8 @@ async def api_action(request: Request, notification_id: str, body: ActionIn) -> 
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
-        row = (
-            await session.get(m.Notification, notification_id)
-            if NOTIFICATION_ID.fullmatch(notification_id)
-            else None
-        )
-        if row is None or not await access.may_act_on(session, staff, row, now):
+        row = await _message_for(session, staff, notification_id, now)
+        if row is None:
             raise HTTPException(404, "no such message for you")
         told_at, problem = told_at_problem(body.told_at, row, now) if body.told_at else (None, None)
         if problem is None:

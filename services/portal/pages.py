@@ -74,6 +74,17 @@ def _too_big(request: Request) -> HTMLResponse:
     return page(request, "portal/too_big.html", status_code=413)
 
 
+async def _staff_form(request: Request, staff: Staff) -> dict[str, str] | Response:
+    """A signed-in staff member's form: bounded in size, and carrying their session's CSRF
+    token; else the page that says why nothing was changed."""
+    form = await read_form(request)
+    if form is None:
+        return _too_big(request)
+    if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
+        return page(request, "portal/forbidden.html", status_code=403)
+    return form
+
+
 def real_id(value: int) -> bool:
     """An id a row could have (a 32-bit key): anything else is a page that does not exist."""
     return 0 < value < 2**31
@@ -233,14 +244,12 @@ async def code(request: Request) -> Response:
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
     rt = runtime(request)
-    form = await read_form(request)
-    if form is None:
-        return _too_big(request)
     staff = await _staff_or_none(request)
     if staff is None:
         return _signed_out(request)
-    if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
-        return page(request, "portal/forbidden.html", status_code=403)
+    form = await _staff_form(request, staff)
+    if isinstance(form, Response):
+        return form
     async with rt.sessions.begin() as session:
         row = await session.get(m.StaffSession, staff.session_id)
         if row is not None:
@@ -366,11 +375,9 @@ async def preferences_save(request: Request, survivor_id: int) -> Response:
     staff = await _staff_or_none(request)
     if staff is None:
         return _signed_out(request)
-    form = await read_form(request)
-    if form is None:
-        return _too_big(request)
-    if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
-        return page(request, "portal/forbidden.html", status_code=403)
+    form = await _staff_form(request, staff)
+    if isinstance(form, Response):
+        return form
     raw: dict[str, Any] = {k: str(v) for k, v in form.items() if k != "csrf_token"}
     for flag in (
         "sms_safe",
@@ -533,11 +540,9 @@ async def case_status(request: Request, case_id: int, step: str) -> Response:
         return _signed_out(request)
     if staff.role is not Role.SUPERVISOR or step not in ("close", "reopen") or not real_id(case_id):
         return _not_found(request)
-    form = await read_form(request)
-    if form is None:
-        return _too_big(request)
-    if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
-        return page(request, "portal/forbidden.html", status_code=403)
+    form = await _staff_form(request, staff)
+    if isinstance(form, Response):
+        return form
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
@@ -666,11 +671,9 @@ async def letter_step(request: Request, task_id: int, step: str) -> Response:
         return _signed_out(request)
     if step not in ("printed", "posted"):
         return _not_found(request)
-    form = await read_form(request)
-    if form is None:
-        return _too_big(request)
-    if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
-        return page(request, "portal/forbidden.html", status_code=403)
+    form = await _staff_form(request, staff)
+    if isinstance(form, Response):
+        return form
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
@@ -743,11 +746,9 @@ async def message_action(request: Request, notification_id: str) -> Response:
     staff = await _staff_or_none(request)
     if staff is None:
         return _signed_out(request)
-    form = await read_form(request)
-    if form is None:
-        return _too_big(request)
-    if not csrf_ok(staff.csrf_token, str(form.get("csrf_token") or "")):
-        return page(request, "portal/forbidden.html", status_code=403)
+    form = await _staff_form(request, staff)
+    if isinstance(form, Response):
+        return form
     rt = runtime(request)
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
