@@ -108,7 +108,10 @@ async def _messages(
 
     text = note("survivor", "sms", "delivered", informed_at=at + timedelta(hours=1))
     letter = note("survivor", "letter_task", "sent")
-    held = note("survivor", "sms", "held", hold_reason="advocate_first")
+    held = note(
+        "survivor", "sms", "held", hold_reason="advocate_first",
+        personal_line=f"{tag}, I am sorry. Call me.",
+    )  # fmt: skip
     reply = note("advocate", "email", "delivered", advocate_id=advocate_id)
     session.add_all([text, letter, held, reply])
     await session.flush()
@@ -136,6 +139,7 @@ async def _messages(
             m.AdvocateAction(
                 notification_id=held.id, action="told_in_person",
                 note=f"Told {tag} at the clinic", requested_by="staff:1", requested_at=at,
+                personal_line=f"{tag}, I am sorry. Call me.",
             ),
             m.FeedbackQuestion(
                 survivor_id=survivor_id, case_id=case.id, about_notification_id=text.id,
@@ -321,6 +325,7 @@ async def test_retention_erases_a_survivor_past_it_and_keeps_one_on_an_open_case
         "delivery_attempts": 2,
         "letter_tasks": 1,
         "advocate_actions": 1,
+        "notifications": 1,  # the advocate's own line in the held message
         "feedback_questions": 1,
         "inbound_messages": 2,  # Alpha's reply, and the old unrouted text
         "case_events": 2,  # Alpha's case, and the event whose case never came
