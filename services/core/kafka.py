@@ -9,11 +9,14 @@ fails.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
@@ -40,10 +43,53 @@ def make_broker(settings: Settings) -> KafkaBroker:
     )
 
 
+async def parse_any_headers(
+    records: tuple[ConsumerRecord[Any, Any], ...],
+    parse: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[Any]],
+) -> Any:
+    """FastStream's batch parser, given only headers it can read.
+
+    It decodes every header value as UTF-8 and raises on one that is not, before any handler
+    runs; with the commit-after-success policy the batch would then be fetched again for ever
+    and its partition never move. A header that is not UTF-8 is dropped (carehub reads none
+    that matter to a feed's record), the record itself goes on to be judged by its handler.
+    """
+    return await parse(tuple(_readable_headers(record) for record in records))
+
+
+def _readable_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    headers = list(record.headers or ())
+    readable = [(key, value) for key, value in headers if _utf8(value)]
+    if len(readable) == len(headers):
+        return record
+    return dataclasses.replace(record, headers=readable)
+
+
+def _utf8(value: bytes | None) -> bool:
+    try:
+        (value or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def raw_batch(message: Any) -> list[bytes]:
+    """The batch's record values as bytes, never parsed.
+
+    FastStream's own batch decoder json-loads each value as it sees fit (by its content-type
+    header, or by trying): JSON nested too deep, or a value its header calls JSON that is not,
+    raises before the handler runs and stalls the partition for good. Each handler decodes its
+    records itself and refuses a bad one alone, with its reason.
+    """
+    return [value if isinstance(value, bytes) else b"" for value in message.body]
+
+
 def batch_subscriber_options(settings: Settings, group: str) -> dict[str, Any]:
     """Options for a batch consumer that commits only after its transaction."""
     return {
         "batch": True,
+        "parser": parse_any_headers,
+        "decoder": raw_batch,
         "group_id": f"{settings.consumer_group_prefix}.{group}",
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,

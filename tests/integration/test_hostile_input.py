@@ -492,22 +492,6 @@ async def test_hostile_records_on_a_feed_topic_are_kept_and_the_partition_goes_o
         assert not any(PERSONAL.encode() in r.value or b"Casey" in r.value for r in dlq)
 
 
-@bug(
-    "a record FastStream cannot decode stalls its partition for good: every consumer takes "
-    "`records: list[Any]`, which FastStream's default batch decoder (faststream/kafka/parser.py "
-    "decode_batch -> message/utils.py decode_message) fills by json-loading each value, "
-    "suppressing only JSONDecodeError and UnicodeDecodeError, and only when the record has no "
-    "content-type header. JSON nested 10,000 levels deep (RecursionError), a record with "
-    "'content-type: application/json' that is not JSON, or 'text/plain' that is not UTF-8 makes "
-    "the whole batch fail before the handler runs; with AckPolicy.NACK_ON_ERROR it is fetched "
-    "again for ever, so nothing behind it on feeds.police (ingest, services/ingest/__init__.py "
-    "on_feed) or case-events (rules, services/rules/__init__.py on_case_events) is processed "
-    "again; notifications.due (services/notifier/__init__.py on_due) is built the same way. Give "
-    "the subscribers a decoder that never parses (batch_subscriber_options in "
-    "services/core/kafka.py: decoder returning the raw values) and decode in the handlers, "
-    "which already refuse bad records one by one.",
-    raises=AssertionError,
-)
 async def test_a_record_the_broker_client_cannot_decode_never_stalls_a_partition(
     make_settings: Any, sqlite_url: str, broker: EmbeddedBroker
 ) -> None:
@@ -516,9 +500,14 @@ async def test_a_record_the_broker_client_cannot_decode_never_stalls_a_partition
     async with feed_stack(make_settings, sqlite_url, broker, rules) as stack:
         await feed_seed_and_wait(stack)
         # First on case-events (the rules' partition for this case), then the feed's records.
-        await produce(stack.bootstrap, "case-events", [(b"[" * 100_000, None)])
+        await produce(
+            stack.bootstrap,
+            "case-events",
+            [(b"[" * 100_000, None), (b"{}", [("content-type", b"\xff")])],
+        )
         json_type = [("content-type", b"application/json")]
         text_type = [("content-type", b"text/plain")]
+        unreadable_header = [("content-type", b"\xff"), ("x-trace", b"\xc3\x28")]
         await produce(
             stack.bootstrap,
             "feeds.police",
@@ -526,6 +515,7 @@ async def test_a_record_the_broker_client_cannot_decode_never_stalls_a_partition
                 (DEEP, None),
                 (b"not json at all", json_type),
                 (b"\xff\xfe", text_type),
+                (b"{}", unreadable_header),
                 (json.dumps(survivor_event("after")).encode(), None),
             ],
         )
@@ -542,7 +532,7 @@ async def test_a_record_the_broker_client_cannot_decode_never_stalls_a_partition
         with contextlib.suppress(AssertionError):
             await until(after_processed, timeout=5)
         assert await after_processed(), "a good record behind the bad ones was never processed"
-        assert len(await rejected(stack)) == 3
+        assert len(await rejected(stack)) == 4
 
 
 async def feed_seed_and_wait(stack: RunningStack) -> None:
