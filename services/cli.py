@@ -676,6 +676,66 @@ def bench_ingest_command(
     result(figures)
 
 
+@bench_app.command("pipeline")
+def bench_pipeline_command(
+    events: int = typer.Option(1000, "--events", min=1, help="Events to produce."),
+    rate: float | None = typer.Option(
+        None, "--rate", min=1, help="Offer this many events a second (default: flat out)."
+    ),
+    cases: int | None = typer.Option(
+        None, "--cases", min=1, help="Distinct cases the events fall on (default: events/10)."
+    ),
+    split: bool = typer.Option(
+        False, "--split", help="One `carehub run --only` process per service."
+    ),
+    log_level: str = typer.Option("INFO", "--log-level", help="The stack's log level."),
+    baseline: bool = typer.Option(True, help="Also measure the bare aiokafka baseline."),
+    pg_admin: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "--pg-admin",
+        help="A PostgreSQL server to create the throw-away databases on.",
+    ),
+    timeout: float = typer.Option(600.0, help="Give up after this many seconds."),
+) -> None:
+    """Events per second from `feeds.police` through the whole stack to the outbox channel."""
+    from services.bench import bench_pipeline
+
+    configure_logging("WARNING")
+    # Stopped from outside, it still stops its processes and drops its databases.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    figures: dict[str, Any] = {}
+
+    async def main() -> None:
+        figures.update(
+            await bench_pipeline(
+                events,
+                pg_admin,
+                rate=rate,
+                cases=cases,
+                split=split,
+                log_level=log_level,
+                baseline=baseline,
+                give_up_after_s=timeout,
+            )
+        )
+
+    _run_async(main)
+    line = (
+        f"{figures['notifications']} notifications from {events} events in "
+        f"{figures['seconds']} s: {figures['events_per_s']} events/s, "
+        f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms"
+    )
+    if "baseline" in figures:
+        line += (
+            f"; baseline {figures['baseline']['events_per_s']} events/s "
+            f"(ratio {figures['ratio_to_baseline']})"
+        )
+    err(line)
+    result(figures)
+    if not figures["complete"]:
+        raise typer.Exit(1)
+
+
 @app.command("templates")
 def templates_command(
     markdown: bool = typer.Option(True, "--markdown", help="Print docs/templates.md."),

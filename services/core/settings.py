@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     kafka_max_records: int = Field(default=500, ge=1)
     kafka_batch_timeout_ms: int = Field(default=100, ge=1)
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
     consumer_group_prefix: str = "carehub"
 
     sms_channel: SmsChannel = SmsChannel.OUTBOX

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 
 from services.core.db import models as m
+from services.core.kafka import publish_all
 from services.core.logs import get_logger
 from services.core.records import CaseEventRef
 from services.core.runtime import Runtime
@@ -24,8 +25,9 @@ async def publish_events(rt: Runtime, refs: Sequence[CaseEventRef]) -> None:
     if not refs:
         return
     try:
-        for ref in refs:
-            await rt.broker.publish(ref.encode(), CASE_EVENTS.name, key=ref.subject.encode())
+        await publish_all(
+            rt.broker, [(ref.encode(), CASE_EVENTS.name, ref.subject.encode()) for ref in refs]
+        )
     except Exception as exc:  # noqa: BLE001 - the re-drive publishes what was not published
         log.warning("event.publish_failed", count=len(refs), error=type(exc).__name__)
 

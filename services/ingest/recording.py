@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,7 +97,17 @@ async def record_event(
         return Outcome("invalid", rejected_id=rejected.id, errors=list(exc.errors))
 
     digest = payload_hash(event.raw)
-    existing = await _existing(session, event)
+    if event.type != "police.crime_recorded":
+        # One statement for the common case: insert unless the (source, id) is there already.
+        row_id = await _insert_new(session, event, digest, now)
+        if row_id is not None:
+            _audit_recorded(session, row_id, event, now, way_in)
+            return Outcome("accepted", case_event_id=row_id, event=event)
+        existing = await _existing(session, event)
+        if existing is None:  # pragma: no cover - the conflict that made the insert do nothing
+            raise RuntimeError("a conflicting case event vanished within its transaction")
+    else:
+        existing = await _existing(session, event)
     if existing is None:
         try:
             async with session.begin_nested():
@@ -110,15 +122,7 @@ async def record_event(
             if existing is None:
                 raise
         else:
-            audit.record(
-                session,
-                at=now,
-                actor=ACTOR,
-                action="event.recorded",
-                case_event_id=row.id,
-                type=event.type,
-                way_in=way_in,
-            )
+            _audit_recorded(session, row.id, event, now, way_in)
             return Outcome("accepted", case_event_id=row.id, event=event)
     if existing.payload_hash == digest:
         return Outcome("duplicate", case_event_id=existing.id, event=event)
@@ -226,21 +230,61 @@ async def _existing(session: AsyncSession, event: CanonicalEvent) -> m.CaseEvent
 
 
 def _new_row(event: CanonicalEvent, digest: str, now: datetime) -> m.CaseEvent:
-    return m.CaseEvent(
-        source=event.source,
-        event_id=event.id,
-        type=event.type,
-        urn=event.subject,
-        event_time=event.time,
-        agency_received_at=event.agencyreceivedat,
-        received_at=now,
-        payload=event.raw,
-        payload_hash=digest,
-        status=EventStatus.PENDING,
+    return m.CaseEvent(**_new_values(event, digest, now))
+
+
+def _new_values(event: CanonicalEvent, digest: str, now: datetime) -> dict[str, Any]:
+    return {
+        "source": event.source,
+        "event_id": event.id,
+        "type": event.type,
+        "urn": event.subject,
+        "event_time": event.time,
+        "agency_received_at": event.agencyreceivedat,
+        "received_at": now,
+        "payload": event.raw,
+        "payload_hash": digest,
+        "status": EventStatus.PENDING,
         # Marked in the recording transaction, published right after it commits: a second
         # transaction to mark it would lock the row just as the rules consumer claims it. If
         # the publish fails, the re-drive republishes it once `published_at` is old enough.
-        published_at=now,
+        "published_at": now,
+    }
+
+
+async def _insert_new(
+    session: AsyncSession, event: CanonicalEvent, digest: str, now: datetime
+) -> int | None:
+    """Insert the event's row unless its (source, id) is recorded already; its id, or None.
+
+    `ON CONFLICT DO NOTHING` (PostgreSQL and SQLite alike) replaces a look-up, a savepoint and
+    an insert: a request that recorded the same pair a moment ago makes this one a duplicate,
+    with no integrity error to recover from."""
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    statement = (
+        insert(m.CaseEvent)
+        .values(**_new_values(event, digest, now))
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(m.CaseEvent.id)
+    )
+    # Nothing this session holds back changes the answer (audit rows, at most): they go in one
+    # flush with the transaction, not one before every event.
+    with session.no_autoflush:
+        return await session.scalar(statement)
+
+
+def _audit_recorded(
+    session: AsyncSession, row_id: int, event: CanonicalEvent, now: datetime, way_in: str
+) -> None:
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="event.recorded",
+        case_event_id=row_id,
+        type=event.type,
+        way_in=way_in,
     )
 
 

@@ -5,7 +5,8 @@ every attempt, follows receipts and inbound texts, and announces progress on
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI
 
@@ -17,11 +18,64 @@ from services.core.runtime import Runtime
 from services.core.topics import NOTIFICATIONS_DUE
 from services.notifier import providers
 from services.notifier.channels import channels_from_settings
-from services.notifier.delivery import _announce, deliver
+from services.notifier.delivery import (
+    Claim,
+    Outcome,
+    _announce,
+    claim_many,
+    hand_over,
+    record_many,
+)
 from services.notifier.rate_limit import SendRateLimiter
 
 NAME = "notifier"
 log = get_logger(NAME)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Together(Generic[T, R]):
+    """Requests of concurrent deliveries answered together, in one database transaction.
+
+    The first request starts a round at once; those that come while it runs wait for the next,
+    so under load a transaction carries several recipients' notifications, and alone one
+    carries one, as before. `run` answers a round in order, an Exception standing for that
+    request's own error. One recipient's notifications still go one at a time (the next is
+    claimed once the one before is recorded): a resumed send is matched at the provider by its
+    number and words, which is only unambiguous with one message of theirs in flight.
+    """
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R | Exception]]], most: int) -> None:
+        self.run = run
+        self.most = most
+        self.waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self.rounds: asyncio.Task[None] | None = None
+
+    async def ask(self, request: T) -> R:
+        answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.waiting.append((request, answer))
+        if self.rounds is None or self.rounds.done():
+            self.rounds = asyncio.create_task(self._answer_rounds())
+        return await answer
+
+    async def _answer_rounds(self) -> None:
+        while self.waiting:
+            round_, self.waiting = self.waiting[: self.most], self.waiting[self.most :]
+            try:
+                answers = await self.run([request for request, _ in round_])
+            except Exception as exc:  # noqa: BLE001 - each request gets the error
+                answers = [exc] * len(round_)
+            except BaseException:
+                for _, future in round_:
+                    future.cancel()
+                raise
+            for (_, future), value in zip(round_, answers, strict=True):
+                if future.done():
+                    continue  # its delivery was cancelled (shutdown): the re-drive has it
+                if isinstance(value, Exception):
+                    future.set_exception(value)
+                else:
+                    future.set_result(value)
 
 
 def mount(rt: Runtime, app: FastAPI) -> None:
@@ -34,6 +88,25 @@ def mount(rt: Runtime, app: FastAPI) -> None:
     app.include_router(providers.router(rt, _announce))
     rt.extras["notifier.channels"] = channels
 
+    async def claim_round(ids: list[str]) -> list[Claim | None | Exception]:
+        claims = await claim_many(rt, channels, ids)
+        return [claims[nid] for nid in ids]
+
+    # Claims and records of the deliveries in flight share their transactions; each delivery
+    # still claims right before its own send, and no transaction is open during a send.
+    most = rt.settings.notifier_concurrency
+    claims: Together[str, Claim | None] = Together(claim_round, most)
+    recorded: Together[tuple[Claim, Outcome], str] = Together(
+        lambda sent: record_many(rt, sent), most
+    )
+
+    async def deliver_one(nid: str) -> None:
+        claimed = await claims.ask(nid)
+        if claimed is None:
+            return
+        outcome = await hand_over(rt, channels, claimed, limiter)
+        await recorded.ask((claimed, outcome))
+
     async def send_in_order(ids: list[str]) -> None:
         """One recipient's notifications, one after another, in the order they came."""
         for nid in ids:
@@ -42,7 +115,7 @@ def mount(rt: Runtime, app: FastAPI) -> None:
             in_flight.add(nid)
             try:
                 async with slots:
-                    await deliver(rt, channels, nid, limiter)
+                    await deliver_one(nid)
             finally:
                 in_flight.discard(nid)
 

@@ -26,6 +26,8 @@ from tenacity import (
 
 from services.core import audit, metrics
 from services.core.db import models as m
+from services.core.db.queries import current_preferences
+from services.core.kafka import publish_all
 from services.core.logs import get_logger
 from services.core.message_variables import (
     Undeliverable,
@@ -109,126 +111,227 @@ async def claim(
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
         row = await session.get(m.Notification, notification_id, with_for_update=True)
-        if row is None or row.status not in (Status.QUEUED, Status.SENDING):
-            log.info(
-                "notification.skipped",
-                notification_id=notification_id,
-                status=row.status if row else None,
-            )
+        return await _claim_row(session, rt, channels, notification_id, row, now)
+
+
+async def claim_many(
+    rt: Runtime, channels: dict[str, DeliveryChannel], notification_ids: list[str]
+) -> dict[str, Claim | None | Exception]:
+    """`claim` for several notifications (of different recipients) in one transaction: each
+    row is claimed exactly as on its own, but their rows, cases, events and people are read in
+    a handful of queries and their writes go in a flush or two and one commit.
+
+    If claiming any of them raises, nothing of the group is kept and each is claimed again on
+    its own, so only the one at fault gets its error (as its value in the answer).
+    """
+    now = rt.clock.now()
+    try:
+        async with rt.sessions.begin() as session:
+            rows = {
+                row.id: row
+                for row in await session.scalars(
+                    select(m.Notification)
+                    .where(m.Notification.id.in_(notification_ids))
+                    .order_by(m.Notification.id)  # locks taken in one order: no deadlock
+                    .with_for_update()
+                )
+            }
+            held = await _read_ahead(session, list(rows.values()))
+            claims: dict[str, Claim | None | Exception] = {}
+            for layer in _layers(notification_ids, rows):
+                # Within a layer no two rows are about one survivor, and a claim only reads
+                # what it writes about its own survivor (their messages, tasks and letters):
+                # so nothing need be flushed between them, and the layer's writes go together.
+                with session.no_autoflush:
+                    for nid in layer:
+                        claims[nid] = await _claim_row(
+                            session, rt, channels, nid, rows.get(nid), now
+                        )
+                await session.flush()
+            del held
+            return claims
+    except Exception:  # noqa: BLE001 - find the one at fault: each on its own
+        if len(notification_ids) == 1:
+            raise
+    alone: dict[str, Claim | None | Exception] = {}
+    for nid in notification_ids:
+        try:
+            alone[nid] = await claim(rt, channels, nid)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller that asked for it
+            alone[nid] = exc
+    return alone
+
+
+def _layers(ids: list[str], rows: dict[str, m.Notification]) -> list[list[str]]:
+    """`ids` in order, split so that each survivor has at most one notification per layer (the
+    first of each survivor's in the first layer, the second in the second...)."""
+    layers: list[list[str]] = []
+    seen: dict[int, int] = {}
+    for nid in ids:
+        row = rows.get(nid)
+        survivor = row.survivor_id if row is not None else None
+        depth = 0
+        if survivor is not None:
+            depth = seen.get(survivor, 0)
+            seen[survivor] = depth + 1
+        if depth == len(layers):
+            layers.append([])
+        layers[depth].append(nid)
+    return layers
+
+
+async def _read_ahead(session: AsyncSession, rows: list[m.Notification]) -> list[Any]:
+    """Load the cases, events, survivors and advocates the claims will ask for by id, in one
+    query each: `session.get` then finds them in the session instead of asking one by one
+    (while the caller holds the returned list: the session only keeps weak references)."""
+    loaded: list[Any] = []
+    wanted: list[tuple[Any, set[Any]]] = [
+        (m.Case, {r.case_id for r in rows}),
+        (m.CaseEvent, {r.case_event_id for r in rows}),
+        (m.Survivor, {r.survivor_id for r in rows if r.survivor_id is not None}),
+        (m.Advocate, {r.advocate_id for r in rows if r.advocate_id is not None}),
+    ]
+    for model, ids in wanted:
+        if ids:
+            loaded += (await session.scalars(select(model).where(model.id.in_(sorted(ids))))).all()
+    # The survivors' current preferences, into the memo `preference_of` keeps per session.
+    survivors = sorted({r.survivor_id for r in rows if r.survivor_id is not None})
+    if survivors:
+        memo = session.info.setdefault("carehub.prefs", {})
+        found = await current_preferences(session, survivors)
+        for survivor_id in survivors:
+            memo.setdefault(survivor_id, found.get(survivor_id))
+    return loaded
+
+
+async def _claim_row(
+    session: AsyncSession,
+    rt: Runtime,
+    channels: dict[str, DeliveryChannel],
+    notification_id: str,
+    row: m.Notification | None,
+    now: datetime,
+) -> Claim | None:
+    if row is None or row.status not in (Status.QUEUED, Status.SENDING):
+        log.info(
+            "notification.skipped",
+            notification_id=notification_id,
+            status=row.status if row else None,
+        )
+        return None
+    case = await session.get_one(m.Case, row.case_id)
+    previous = await _last_attempt(session, row) if row.status == Status.SENDING else None
+    resume = row.status == Status.SENDING
+    if resume and previous is not None:
+        if (now - previous.started_at).total_seconds() < rt.settings.redrive_after_s:
+            log.info("notification.in_flight", notification_id=row.id)
             return None
-        case = await session.get_one(m.Case, row.case_id)
-        previous = await _last_attempt(session, row) if row.status == Status.SENDING else None
-        resume = row.status == Status.SENDING
-        if resume and previous is not None:
-            if (now - previous.started_at).total_seconds() < rt.settings.redrive_after_s:
-                log.info("notification.in_flight", notification_id=row.id)
-                return None
-            channel = channels.get(row.channel or "")
-            if channel is not None and not channel.verifiable:
-                # SMTP cannot be asked whether it went: a person finds out, nothing is resent.
-                _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
-                if row.recipient_role == "survivor":
-                    await hand_to_advocate(session, row, case, "delivery_unknown", now)
-                return None
-        if not resume:
-            reason = await no_longer_wanted(session, row, now)
-            if reason is not None:
-                _finish(session, row, Status.SUPPRESSED, now, reason)
-                if reason != "frequency_none":
-                    await hand_to_advocate(session, row, case, reason, now)
-                return None
-            later = await put_off_until(session, row, now)
-            if later is not None:
-                row.status = check_transition(row.status, Status.SCHEDULED)
-                row.send_at, row.updated_at = later, now
-                audit.record(
-                    session,
-                    at=now,
-                    actor=ACTOR,
-                    action="notification.put_off",
-                    case_id=row.case_id,
-                    notification_id=row.id,
-                    reason="outside_safe_window",
-                )
-                log.info("notification.put_off", notification_id=row.id, until=later.isoformat())
-                return None
-        if previous is not None and previous.body is not None and previous.to_address:
-            # The same words to the same address as the attempt that was cut off.
-            address, subject, body = previous.to_address, previous.subject, previous.body
-            language = previous.language or row.language
-            version = previous.template_version or row.template_version
-        else:
-            try:
-                if row.channel is None or row.channel not in channels:
-                    raise Undeliverable("no_channel")
-                event = await session.get_one(m.CaseEvent, row.case_event_id)
-                address, variables = await address_and_variables(
-                    session, row, case, event, now, base_url=rt.settings.public_base_url
-                )
-                rendered = render(row.template, row.channel, row.language, variables)
-            except (Undeliverable, TemplateError) as exc:
-                code = exc.code if isinstance(exc, Undeliverable) else "template_error"
-                _finish(session, row, Status.FAILED, now, code)
-                if row.recipient_role == "survivor":
-                    # A survivor who could not be reached is never left without a person.
-                    await hand_to_advocate(session, row, case, code, now)
-                return None
-            subject, body = rendered.subject, rendered.body
-            language, version = rendered.language, rendered.template_version
-            if row.recipient_role == "survivor" and language != row.language:
-                # Their language has no templates yet: English goes, and a person is told.
-                await preference_not_met(session, row, case, f"language_{row.language}", now)
-        assert row.channel is not None
-        first = (await _first_attempt_at(session, row) if row.attempts else None) or now
-        row.status = check_transition(row.status, Status.SENDING)
-        row.attempts += 1
-        row.updated_at = now
-        session.add(
-            m.DeliveryAttempt(
+        channel = channels.get(row.channel or "")
+        if channel is not None and not channel.verifiable:
+            # SMTP cannot be asked whether it went: a person finds out, nothing is resent.
+            _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
+            if row.recipient_role == "survivor":
+                await hand_to_advocate(session, row, case, "delivery_unknown", now)
+            return None
+    if not resume:
+        reason = await no_longer_wanted(session, row, now)
+        if reason is not None:
+            _finish(session, row, Status.SUPPRESSED, now, reason)
+            if reason != "frequency_none":
+                await hand_to_advocate(session, row, case, reason, now)
+            return None
+        later = await put_off_until(session, row, now)
+        if later is not None:
+            row.status = check_transition(row.status, Status.SCHEDULED)
+            row.send_at, row.updated_at = later, now
+            audit.record(
+                session,
+                at=now,
+                actor=ACTOR,
+                action="notification.put_off",
+                case_id=row.case_id,
                 notification_id=row.id,
-                attempt_no=row.attempts,
-                channel=row.channel,
-                started_at=now,
-                to_address=address,
-                subject=subject,
-                body=body,
-                language=language,
-                template_version=version,
+                reason="outside_safe_window",
             )
-        )
-        audit.record(
-            session,
-            at=now,
-            actor=ACTOR,
-            action="notification.sending",
-            case_id=row.case_id,
+            log.info("notification.put_off", notification_id=row.id, until=later.isoformat())
+            return None
+    if previous is not None and previous.body is not None and previous.to_address:
+        # The same words to the same address as the attempt that was cut off.
+        address, subject, body = previous.to_address, previous.subject, previous.body
+        language = previous.language or row.language
+        version = previous.template_version or row.template_version
+    else:
+        try:
+            if row.channel is None or row.channel not in channels:
+                raise Undeliverable("no_channel")
+            event = await session.get_one(m.CaseEvent, row.case_event_id)
+            address, variables = await address_and_variables(
+                session, row, case, event, now, base_url=rt.settings.public_base_url
+            )
+            rendered = render(row.template, row.channel, row.language, variables)
+        except (Undeliverable, TemplateError) as exc:
+            code = exc.code if isinstance(exc, Undeliverable) else "template_error"
+            _finish(session, row, Status.FAILED, now, code)
+            if row.recipient_role == "survivor":
+                # A survivor who could not be reached is never left without a person.
+                await hand_to_advocate(session, row, case, code, now)
+            return None
+        subject, body = rendered.subject, rendered.body
+        language, version = rendered.language, rendered.template_version
+        if row.recipient_role == "survivor" and language != row.language:
+            # Their language has no templates yet: English goes, and a person is told.
+            await preference_not_met(session, row, case, f"language_{row.language}", now)
+    assert row.channel is not None
+    first = (await _first_attempt_at(session, row) if row.attempts else None) or now
+    row.status = check_transition(row.status, Status.SENDING)
+    row.attempts += 1
+    row.updated_at = now
+    session.add(
+        m.DeliveryAttempt(
             notification_id=row.id,
-            attempt=row.attempts,
-            resume=resume,
-        )
-        message = OutgoingMessage(
-            notification_id=row.id,
-            event_id=row.event_id,
-            case_urn=case.urn,
-            recipient_role=row.recipient_role,
+            attempt_no=row.attempts,
             channel=row.channel,
-            to=address,
-            language=language,
-            template=row.template,
-            template_version=version,
+            started_at=now,
+            to_address=address,
             subject=subject,
             body=body,
-            send_at=row.send_at,
-            due_by=row.due_by,
+            language=language,
+            template_version=version,
         )
-        since = previous.started_at if (resume and previous is not None) else now
-        channel = channels.get(row.channel)
-        # A durable retry asks first too: the attempt before may have timed out after the
-        # provider took the message.
-        ask_first = not resume and row.attempts > 1 and channel is not None and channel.verifiable
-        if ask_first:
-            since = first
-        return Claim(message, row.attempts, resume, since, first, ask_first)
+    )
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="notification.sending",
+        case_id=row.case_id,
+        notification_id=row.id,
+        attempt=row.attempts,
+        resume=resume,
+    )
+    message = OutgoingMessage(
+        notification_id=row.id,
+        event_id=row.event_id,
+        case_urn=case.urn,
+        recipient_role=row.recipient_role,
+        channel=row.channel,
+        to=address,
+        language=language,
+        template=row.template,
+        template_version=version,
+        subject=subject,
+        body=body,
+        send_at=row.send_at,
+        due_by=row.due_by,
+    )
+    since = previous.started_at if (resume and previous is not None) else now
+    channel = channels.get(row.channel)
+    # A durable retry asks first too: the attempt before may have timed out after the
+    # provider took the message.
+    ask_first = not resume and row.attempts > 1 and channel is not None and channel.verifiable
+    if ask_first:
+        since = first
+    return Claim(message, row.attempts, resume, since, first, ask_first)
 
 
 def _finish(
@@ -338,13 +441,23 @@ async def deliver(
     claimed = await claim(rt, channels, notification_id)
     if claimed is None:
         return None
-    channel = channels[claimed.message.channel]
+    outcome = await hand_over(rt, channels, claimed, limiter)
+    return await _record_result(rt, claimed, outcome)
+
+
+async def hand_over(
+    rt: Runtime,
+    channels: dict[str, DeliveryChannel],
+    claimed: Claim,
+    limiter: SendRateLimiter | None = None,
+) -> Outcome:
+    """Hand a claimed notification to its channel (no transaction open); what came of it."""
     started = rt.clock.now()
-    outcome = await _send_with_retries(rt, channel, claimed, limiter)
+    outcome = await _send_with_retries(rt, channels[claimed.message.channel], claimed, limiter)
     metrics.DELIVERY_SECONDS.labels(claimed.message.channel).observe(
         max(0.0, (rt.clock.now() - started).total_seconds())
     )
-    return await _record_result(rt, claimed, outcome)
+    return outcome
 
 
 def retry_delay(settings: Settings, attempt_no: int) -> float:
@@ -356,7 +469,6 @@ def retry_delay(settings: Settings, attempt_no: int) -> float:
 async def _record_result(rt: Runtime, claimed: Claim, outcome: Outcome) -> str:
     msg = claimed.message
     now = rt.clock.now()
-    announce = True
     async with rt.sessions.begin() as session:
         row = await session.get_one(m.Notification, msg.notification_id, with_for_update=True)
         attempt = await session.scalar(
@@ -365,95 +477,167 @@ async def _record_result(rt: Runtime, claimed: Claim, outcome: Outcome) -> str:
                 m.DeliveryAttempt.attempt_no == claimed.attempt_no,
             )
         )
-        result, failure = outcome.result, outcome.failure
-        if outcome.lookup_failed:
-            # Leave the attempt open and the row `sending`: the re-drive asks again later.
-            announce = False
-            row.status_reason = "lookup_failed"
-            row.updated_at = now
-            if attempt is not None:
-                attempt.outcome, attempt.error_code = "lookup_failed", "lookup_failed"
-            if (now - claimed.first_attempt_at).total_seconds() > rt.settings.retry_window_s:
-                _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
-                await _tell_advocate(session, row, "delivery_unknown", now)
-                announce = True
-            elif attempt is not None:
-                attempt.started_at = claimed.since  # still the cut-off attempt's time
-        else:
-            if attempt is not None:
-                attempt.finished_at = now
-                attempt.outcome = "sent" if result else _failure_outcome(failure)
-                attempt.provider_ref = result.provider_ref if result else None
-                attempt.provider_status = (
-                    result.provider_status
-                    if result
-                    else failure.provider_status
-                    if failure
-                    else None
-                )
-                attempt.provider_code = failure.provider_code if failure else None
-                attempt.error_code = failure.code if failure else None
-            if result is not None:
-                row.provider_ref = result.provider_ref
-                row.sent_at = row.sent_at or result.at
-                if row.status == Status.SENDING:
-                    # An e-mail accepted by the receiving server is the best evidence SMTP
-                    # gives (it has no delivery receipts): the compliance clock stops there.
-                    if result.delivered or msg.channel == "email":
-                        row.informed_at = row.informed_at or result.at
-                    _finish(
-                        session,
-                        row,
-                        Status.DELIVERED if result.delivered else Status.SENT,
-                        now,
-                        None,
-                    )
-                else:
-                    announce = False  # a receipt got here first and moved it on already
-            elif isinstance(failure, PermanentFailure):
-                _finish(session, row, Status.FAILED, now, failure.code)
-                case = await session.get_one(m.Case, row.case_id)
-                await fall_back(session, row, case, failure.code, now)
-            elif isinstance(failure, AmbiguousFailure):
-                _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
-                await _tell_advocate(session, row, "delivery_unknown", now)
-            else:
-                assert failure is not None
-                delay = retry_delay(rt.settings, row.attempts)
-                retry_at = now + timedelta(seconds=delay)
-                deadline = claimed.first_attempt_at + timedelta(seconds=rt.settings.retry_window_s)
-                if row.due_by is not None and row.due_by > now:
-                    # Another channel or a person can still make the deadline: do not wait past it.
-                    deadline = min(deadline, row.due_by)
-                if retry_at > deadline:
-                    _finish(session, row, Status.FAILED, now, "retries_exhausted")
-                    case = await session.get_one(m.Case, row.case_id)
-                    await fall_back(session, row, case, "retries_exhausted", now)
-                else:
-                    announce = False
-                    move(
-                        session,
-                        row,
-                        Status.SCHEDULED,
-                        now=now,
-                        actor=ACTOR,
-                        reason=failure.code,
-                        action="notification.retry_scheduled",
-                        attempt=row.attempts,
-                        delay_s=round(delay),
-                    )
-                    row.send_at = retry_at
-                    log.info(
-                        "notification.retry_scheduled",
-                        notification_id=row.id,
-                        reason=failure.code,
-                        delay_s=round(delay, 1),
-                    )
-        status = row.status
-        status_event = _status_event(row, msg.case_urn, now)
-    if announce:
+        status, status_event = await _record_row(session, rt, claimed, outcome, row, attempt, now)
+    if status_event is not None:
         await _announce(rt, msg.case_urn, status_event)
     return status
+
+
+async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list[str | Exception]:
+    """`_record_result` for several sends in one transaction, then their announcements at once.
+
+    If recording any of them raises, nothing of the group is kept and each is recorded again on
+    its own, so only the one at fault gets its error (as its value in the answer).
+    """
+    now = rt.clock.now()
+    ids = [claimed.message.notification_id for claimed, _ in results]
+    try:
+        async with rt.sessions.begin() as session:
+            rows = {
+                row.id: row
+                for row in await session.scalars(
+                    select(m.Notification)
+                    .where(m.Notification.id.in_(ids))
+                    .order_by(m.Notification.id)  # locks taken in one order: no deadlock
+                    .with_for_update()
+                )
+            }
+            attempts = {
+                (a.notification_id, a.attempt_no): a
+                for a in await session.scalars(
+                    select(m.DeliveryAttempt).where(m.DeliveryAttempt.notification_id.in_(ids))
+                )
+            }
+            recorded: list[tuple[str, dict[str, Any] | None]] = []
+            for claimed, outcome in results:
+                nid = claimed.message.notification_id
+                recorded.append(
+                    await _record_row(
+                        session,
+                        rt,
+                        claimed,
+                        outcome,
+                        rows[nid],
+                        attempts.get((nid, claimed.attempt_no)),
+                        now,
+                    )
+                )
+    except Exception:  # noqa: BLE001 - find the one at fault: each on its own
+        if len(results) == 1:
+            raise
+        alone: list[str | Exception] = []
+        for claimed, outcome in results:
+            try:
+                alone.append(await _record_result(rt, claimed, outcome))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller that asked for it
+                alone.append(exc)
+        return alone
+    announcements = [
+        (json.dumps(event).encode(), NOTIFICATIONS_STATUS.name, claimed.message.case_urn.encode())
+        for (claimed, _), (_, event) in zip(results, recorded, strict=True)
+        if event is not None
+    ]
+    try:
+        await publish_all(rt.broker, announcements, headers=STATUS_HEADERS)
+    except Exception as exc:  # noqa: BLE001 - the database row is the record; this is a courtesy
+        log.warning("status.publish_failed", error=type(exc).__name__)
+    return [status for status, _ in recorded]
+
+
+async def _record_row(
+    session: AsyncSession,
+    rt: Runtime,
+    claimed: Claim,
+    outcome: Outcome,
+    row: m.Notification,
+    attempt: m.DeliveryAttempt | None,
+    now: datetime,
+) -> tuple[str, dict[str, Any] | None]:
+    """Record one send's outcome on its locked row; its status, and the status event to
+    announce (None when there is nothing new to say)."""
+    msg = claimed.message
+    announce = True
+    result, failure = outcome.result, outcome.failure
+    if outcome.lookup_failed:
+        # Leave the attempt open and the row `sending`: the re-drive asks again later.
+        announce = False
+        row.status_reason = "lookup_failed"
+        row.updated_at = now
+        if attempt is not None:
+            attempt.outcome, attempt.error_code = "lookup_failed", "lookup_failed"
+        if (now - claimed.first_attempt_at).total_seconds() > rt.settings.retry_window_s:
+            _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
+            await _tell_advocate(session, row, "delivery_unknown", now)
+            announce = True
+        elif attempt is not None:
+            attempt.started_at = claimed.since  # still the cut-off attempt's time
+    else:
+        if attempt is not None:
+            attempt.finished_at = now
+            attempt.outcome = "sent" if result else _failure_outcome(failure)
+            attempt.provider_ref = result.provider_ref if result else None
+            attempt.provider_status = (
+                result.provider_status if result else failure.provider_status if failure else None
+            )
+            attempt.provider_code = failure.provider_code if failure else None
+            attempt.error_code = failure.code if failure else None
+        if result is not None:
+            row.provider_ref = result.provider_ref
+            row.sent_at = row.sent_at or result.at
+            if row.status == Status.SENDING:
+                # An e-mail accepted by the receiving server is the best evidence SMTP
+                # gives (it has no delivery receipts): the compliance clock stops there.
+                if result.delivered or msg.channel == "email":
+                    row.informed_at = row.informed_at or result.at
+                _finish(
+                    session,
+                    row,
+                    Status.DELIVERED if result.delivered else Status.SENT,
+                    now,
+                    None,
+                )
+            else:
+                announce = False  # a receipt got here first and moved it on already
+        elif isinstance(failure, PermanentFailure):
+            _finish(session, row, Status.FAILED, now, failure.code)
+            case = await session.get_one(m.Case, row.case_id)
+            await fall_back(session, row, case, failure.code, now)
+        elif isinstance(failure, AmbiguousFailure):
+            _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
+            await _tell_advocate(session, row, "delivery_unknown", now)
+        else:
+            assert failure is not None
+            delay = retry_delay(rt.settings, row.attempts)
+            retry_at = now + timedelta(seconds=delay)
+            deadline = claimed.first_attempt_at + timedelta(seconds=rt.settings.retry_window_s)
+            if row.due_by is not None and row.due_by > now:
+                # Another channel or a person can still make the deadline: do not wait past it.
+                deadline = min(deadline, row.due_by)
+            if retry_at > deadline:
+                _finish(session, row, Status.FAILED, now, "retries_exhausted")
+                case = await session.get_one(m.Case, row.case_id)
+                await fall_back(session, row, case, "retries_exhausted", now)
+            else:
+                announce = False
+                move(
+                    session,
+                    row,
+                    Status.SCHEDULED,
+                    now=now,
+                    actor=ACTOR,
+                    reason=failure.code,
+                    action="notification.retry_scheduled",
+                    attempt=row.attempts,
+                    delay_s=round(delay),
+                )
+                row.send_at = retry_at
+                log.info(
+                    "notification.retry_scheduled",
+                    notification_id=row.id,
+                    reason=failure.code,
+                    delay_s=round(delay, 1),
+                )
+    return row.status, _status_event(row, msg.case_urn, now) if announce else None
 
 
 def _failure_outcome(failure: ChannelFailure | None) -> str:
@@ -500,13 +684,16 @@ def _status_event(row: m.Notification, case_urn: str, now: datetime) -> dict[str
     }
 
 
+STATUS_HEADERS = {"content-type": "application/cloudevents+json"}
+
+
 async def _announce(rt: Runtime, urn: str, event: dict[str, Any]) -> None:
     try:
         await rt.broker.publish(
             json.dumps(event).encode(),
             NOTIFICATIONS_STATUS.name,
             key=urn.encode(),
-            headers={"content-type": "application/cloudevents+json"},
+            headers=STATUS_HEADERS,
         )
     except Exception as exc:  # noqa: BLE001 - the database row is the record; this is a courtesy
         log.warning("status.publish_failed", error=type(exc).__name__)

@@ -8,7 +8,8 @@ row is skipped, and notification ids are deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -17,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, metrics
 from services.core.db import models as m
+from services.core.db.queries import in_chunks
 from services.core.domain import (
+    CaseContext,
     Decision,
     EventFacts,
     EventStatus,
@@ -31,7 +34,7 @@ from services.core.records import BadRecord, CaseEventRef
 from services.core.rendering import catalogue
 from services.core.runtime import Runtime
 from services.core.states import Status
-from services.rules.context import load_case_context
+from services.rules.context import load_case_contexts
 from services.rules.engine import Engine, recipient_key
 
 log = get_logger("rules")
@@ -49,6 +52,36 @@ def event_facts(row: m.CaseEvent) -> EventFacts:
         agency_received_at=row.agency_received_at,
         data=data if isinstance(data, dict) else {},
     )
+
+
+@dataclass
+class _Planned:
+    """One event of a batch, in the order it is decided, with what was found out before any
+    write: its case (None: not known yet, so it is parked), and its decisions or the error that
+    stopped them."""
+
+    row: m.CaseEvent
+    case_id: int | None
+    # Kept apart from `row`: a rolled-back savepoint expires the row's attributes, its id too.
+    row_id: int
+    decisions: list[Decision] = field(default_factory=list)
+    survivors: int = 0  # on the case, for the audit of an event that made no decision
+    error: str | None = None
+
+
+class _Effects:
+    """Metrics and log lines of a batch, kept until its writes stand (a batch redone event by
+    event must not count twice)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[], None]] = []
+
+    def add(self, effect: Callable[[], None]) -> None:
+        self.pending.append(effect)
+
+    def apply(self) -> None:
+        for effect in self.pending:
+            effect()
 
 
 class RulesConsumer:
@@ -78,26 +111,138 @@ class RulesConsumer:
     async def process(
         self, session: AsyncSession, ids: list[int], now: datetime
     ) -> list[tuple[int, str]]:
-        rows = (
-            await session.scalars(
-                select(m.CaseEvent)
-                .where(m.CaseEvent.id.in_(ids), m.CaseEvent.processed_at.is_(None))
-                .order_by(m.CaseEvent.id)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        done: list[tuple[int, str]] = []
-        for row in rows:
-            if row.status == EventStatus.AWAITING_CONTEXT:
-                continue  # parked until its case is known; re-driven with the case's first event
-            done.extend(await self._process_one(session, row, now))
+        """Claim the events `ids` still unprocessed and decide them in the caller's transaction.
+
+        The batch is read first in a fixed number of queries (its events, their cases, the
+        events parked for those cases, the cases' context, which notifications exist already),
+        then decided (pure), then written with no query per event. The writes go optimistically
+        under one savepoint; if an event's writes raise anything but a database error, that is
+        rolled back and the batch written again with a savepoint per event, so the one bad event
+        is marked failed and the others go through. A database error rewinds the whole batch.
+        """
+        # Nothing is flushed behind a query's back: each query below reads rows this batch has
+        # not written (the one that does, `_supersede_older`, flushes first).
+        with session.no_autoflush:
+            claimed = (
+                await session.scalars(
+                    select(m.CaseEvent)
+                    .where(m.CaseEvent.id.in_(ids), m.CaseEvent.processed_at.is_(None))
+                    .order_by(m.CaseEvent.id)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            # Parked events wait until their case is known; re-driven with its first event.
+            rows = [row for row in claimed if row.status != EventStatus.AWAITING_CONTEXT]
+            if not rows:
+                return []
+            plan = await self._plan(session, rows, now)
+            existing = await _existing_notifications(session, plan)
+            effects = _Effects()
+            try:
+                async with session.begin_nested():
+                    written = set(existing)
+                    done = [
+                        await self._write(session, item, written, effects, now) for item in plan
+                    ]
+            except DBAPIError:
+                raise  # the database itself failed: give the whole batch back to the broker
+            except Exception:  # noqa: BLE001 - one bad event must not block its partition
+                # Rolled back to the savepoint (which expired what it had changed): read the
+                # events again, and write each under a savepoint of its own.
+                for chunk in in_chunks(sorted(item.row_id for item in plan)):
+                    (
+                        await session.scalars(
+                            select(m.CaseEvent)
+                            .where(m.CaseEvent.id.in_(chunk))
+                            .execution_options(populate_existing=True)
+                        )
+                    ).all()
+                effects, written = _Effects(), set(existing)
+                done = [
+                    await self._write_alone(session, item, written, effects, now) for item in plan
+                ]
+        effects.apply()
         return done
 
-    async def _process_one(
-        self, session: AsyncSession, row: m.CaseEvent, now: datetime
-    ) -> list[tuple[int, str]]:
-        case = await session.scalar(select(m.Case).where(m.Case.urn == row.urn))
-        if case is None:
+    async def _plan(
+        self, session: AsyncSession, rows: Sequence[m.CaseEvent], now: datetime
+    ) -> list[_Planned]:
+        """The batch in the order it is decided, each event with its case and decisions: an
+        event of a known case is followed by the events parked for that case (oldest first)."""
+        urns = sorted({row.urn for row in rows})
+        cases: dict[str, m.Case] = {}
+        for chunk in in_chunks(urns):
+            cases |= {
+                case.urn: case
+                for case in await session.scalars(select(m.Case).where(m.Case.urn.in_(chunk)))
+            }
+        parked: dict[str, list[m.CaseEvent]] = {}
+        for chunk in in_chunks(sorted(cases)):
+            for waiting in await session.scalars(
+                select(m.CaseEvent)
+                .where(
+                    m.CaseEvent.urn.in_(chunk),
+                    m.CaseEvent.status == EventStatus.AWAITING_CONTEXT,
+                    m.CaseEvent.processed_at.is_(None),
+                )
+                .order_by(m.CaseEvent.event_time, m.CaseEvent.id)
+            ):
+                parked.setdefault(waiting.urn, []).append(waiting)
+        plan: list[_Planned] = []
+        for row in rows:
+            case = cases.get(row.urn)
+            plan.append(_Planned(row, case.id if case is not None else None, row.id))
+            if case is not None:
+                plan += [_Planned(p, case.id, p.id) for p in parked.pop(row.urn, [])]
+        contexts, broken = await self._contexts(session, list(cases.values()), now)
+        for item in plan:
+            if item.case_id is None:
+                continue
+            if item.case_id in broken:
+                item.error = broken[item.case_id]
+                continue
+            context = contexts[item.case_id]
+            item.survivors = len(context.survivors)
+            try:
+                item.decisions = self.engine.decide(event_facts(item.row), context, now)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not block its partition
+                log.exception("event.failed", case_event_id=item.row.id, error=type(exc).__name__)
+                item.error = type(exc).__name__
+        return plan
+
+    async def _contexts(
+        self, session: AsyncSession, cases: list[m.Case], now: datetime
+    ) -> tuple[dict[int, CaseContext], dict[int, str]]:
+        """The cases' contexts, and the error of each case whose context cannot be read (a
+        protected value that does not decrypt): only that case's events fail."""
+        try:
+            return await load_case_contexts(session, cases, now), {}
+        except DBAPIError:
+            raise
+        except Exception:  # noqa: BLE001 - find the case at fault, one at a time
+            contexts: dict[int, CaseContext] = {}
+            broken: dict[int, str] = {}
+            for case in cases:
+                try:
+                    contexts |= await load_case_contexts(session, [case], now)
+                except DBAPIError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("event.failed", case_id=case.id, error=type(exc).__name__)
+                    broken[case.id] = type(exc).__name__
+            return contexts, broken
+
+    async def _write(
+        self,
+        session: AsyncSession,
+        item: _Planned,
+        existing: set[str],
+        effects: _Effects,
+        now: datetime,
+    ) -> tuple[int, str]:
+        """Write one planned event's outcome (no savepoint of its own: see `process`)."""
+        row = item.row
+        if item.case_id is None:
             row.status = EventStatus.AWAITING_CONTEXT
             audit.record(
                 session,
@@ -107,88 +252,108 @@ class RulesConsumer:
                 case_event_id=row.id,
                 type=row.type,
             )
-            return [(row.id, str(row.status))]
-        try:
-            async with session.begin_nested():
-                await self._decide_and_write(session, row, case, now)
-                row.status = EventStatus.PROCESSED
-        except DBAPIError:
-            raise  # the database itself failed: give the whole batch back to the broker
-        except Exception as exc:  # noqa: BLE001 - one bad event must not block its partition
-            log.exception("event.failed", case_event_id=row.id, error=type(exc).__name__)
-            row.status = EventStatus.FAILED
-            row.error_code = type(exc).__name__
-            audit.record(
-                session,
-                at=now,
-                actor=ACTOR,
-                action="event.failed",
-                case_id=case.id,
-                case_event_id=row.id,
-                error=type(exc).__name__,
-            )
+            return row.id, str(row.status)
+        if item.error is None:
+            await self._write_decisions(session, item, existing, effects, now)
+            row.status = EventStatus.PROCESSED
+        else:
+            self._failed(session, item, item.error, now)
         row.processed_at = now
         row.rules_version = self.engine.rules.version
-        done: list[tuple[int, str]] = [(row.id, str(row.status))]
-        # The case is known now: events that arrived before it was are processed in order.
-        parked = (
-            await session.scalars(
-                select(m.CaseEvent)
-                .where(
-                    m.CaseEvent.urn == row.urn,
-                    m.CaseEvent.status == EventStatus.AWAITING_CONTEXT,
-                    m.CaseEvent.processed_at.is_(None),
-                )
-                .order_by(m.CaseEvent.event_time, m.CaseEvent.id)
-            )
-        ).all()
-        for waiting in parked:
-            waiting.status = EventStatus.PENDING
-            done.extend(await self._process_one(session, waiting, now))
-        return done
+        return row.id, str(row.status)
 
-    async def _decide_and_write(
-        self, session: AsyncSession, row: m.CaseEvent, case: m.Case, now: datetime
+    async def _write_alone(
+        self,
+        session: AsyncSession,
+        item: _Planned,
+        existing: set[str],
+        effects: _Effects,
+        now: datetime,
+    ) -> tuple[int, str]:
+        """`_write` under a savepoint of its own: an event whose writes fail is marked failed."""
+        if item.case_id is None or item.error is not None:
+            return await self._write(session, item, existing, effects, now)
+        own = _Effects()
+        try:
+            async with session.begin_nested():
+                await self._write_decisions(session, item, existing, own, now)
+                item.row.status = EventStatus.PROCESSED
+        except DBAPIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad event must not block its partition
+            log.exception("event.failed", case_event_id=item.row_id, error=type(exc).__name__)
+            self._failed(session, item, type(exc).__name__, now)
+        else:
+            effects.pending += own.pending
+        item.row.processed_at = now
+        item.row.rules_version = self.engine.rules.version
+        return item.row.id, str(item.row.status)
+
+    def _failed(self, session: AsyncSession, item: _Planned, error: str, now: datetime) -> None:
+        row = item.row
+        row.status = EventStatus.FAILED
+        row.error_code = error
+        audit.record(
+            session,
+            at=now,
+            actor=ACTOR,
+            action="event.failed",
+            case_id=item.case_id,
+            case_event_id=row.id,
+            error=error,
+        )
+
+    async def _write_decisions(
+        self,
+        session: AsyncSession,
+        item: _Planned,
+        existing: set[str],
+        effects: _Effects,
+        now: datetime,
     ) -> None:
-        context = await load_case_context(session, case, now)
-        decisions = self.engine.decide(event_facts(row), context, now)
+        row, case_id, decisions = item.row, item.case_id, item.decisions
+        assert case_id is not None
         if not decisions:
             audit.record(
                 session,
                 at=now,
                 actor=ACTOR,
                 action="event.no_decision",
-                case_id=case.id,
+                case_id=case_id,
                 case_event_id=row.id,
                 type=row.type,
-                survivors=len(context.survivors),
+                survivors=item.survivors,
                 rules_version=self.engine.rules.version,
             )
         # A message that points at another (a tell-first, an alert) is written after it.
         for decision in sorted(decisions, key=lambda d: d.related_rule is not None):
-            await self._write_decision(session, row, case, decision, now)
+            await self._write_decision(session, row, case_id, decision, existing, effects, now)
 
     async def _write_decision(
         self,
         session: AsyncSession,
         row: m.CaseEvent,
-        case: m.Case,
+        case_id: int,
         decision: Decision,
+        existing: set[str],
+        effects: _Effects,
         now: datetime,
     ) -> None:
         nid: str | None = None
         if decision.makes_notification and decision.template is not None:
             nid = notification_id(row.source, row.event_id, recipient_key(decision), decision.rule)
-            if await session.get(m.Notification, nid) is None:
-                replaced = await _supersede_older(session, row, case, decision, now)
-                notification = self._notification(nid, row, case, decision, now)
+            if nid not in existing:
+                replaced = await _supersede_older(session, row, case_id, decision, now)
+                notification = self._notification(nid, row, case_id, decision, now)
                 notification.supersedes_id = replaced
                 session.add(notification)
-                metrics.NOTIFICATIONS.labels(_initial_status(decision)).inc()
+                existing.add(nid)
+                status = _initial_status(decision)
+                effects.add(lambda: metrics.NOTIFICATIONS.labels(status).inc())
         session.add(
             m.DecisionRow(
                 case_event_id=row.id,
-                case_id=case.id,
+                case_id=case_id,
                 outcome=decision.outcome.value,
                 recipient_role=decision.recipient.role.value,
                 recipient_id=decision.recipient.id,
@@ -208,7 +373,7 @@ class RulesConsumer:
             at=now,
             actor=ACTOR,
             action=f"decision.{decision.outcome.value}",
-            case_id=case.id,
+            case_id=case_id,
             case_event_id=row.id,
             notification_id=nid,
             rule=decision.rule,
@@ -217,18 +382,19 @@ class RulesConsumer:
             channel=decision.channel.value if decision.channel else None,
             hold_reason=decision.hold_reason,
         )
-        metrics.DECISIONS.labels(decision.outcome.value).inc()
+        outcome = decision.outcome.value
+        effects.add(lambda: metrics.DECISIONS.labels(outcome).inc())
         if decision.outcome is Outcome.ESCALATE:
             # Nobody (no advocate, no supervisor) can act on this: operations must know now.
-            log.warning(
-                "decision.escalated",
-                case_event_id=row.id,
-                rule=decision.rule,
-                reason=decision.hold_reason,
+            event_row_id, rule, reason = row.id, decision.rule, decision.hold_reason
+            effects.add(
+                lambda: log.warning(
+                    "decision.escalated", case_event_id=event_row_id, rule=rule, reason=reason
+                )
             )
 
     def _notification(
-        self, nid: str, row: m.CaseEvent, case: m.Case, decision: Decision, now: datetime
+        self, nid: str, row: m.CaseEvent, case_id: int, decision: Decision, now: datetime
     ) -> m.Notification:
         assert decision.template is not None
         info = catalogue()[decision.template]
@@ -241,7 +407,7 @@ class RulesConsumer:
         return m.Notification(
             id=nid,
             case_event_id=row.id,
-            case_id=case.id,
+            case_id=case_id,
             event_source=row.source,
             event_id=row.event_id,
             recipient_role=decision.recipient.role.value,
@@ -267,7 +433,7 @@ class RulesConsumer:
 
 
 async def _supersede_older(
-    session: AsyncSession, row: m.CaseEvent, case: m.Case, decision: Decision, now: datetime
+    session: AsyncSession, row: m.CaseEvent, case_id: int, decision: Decision, now: datetime
 ) -> str | None:
     """Cancel the survivor's unsent messages of older events in the same coalesce group.
 
@@ -276,12 +442,14 @@ async def _supersede_older(
     """
     if decision.coalesce_key is None or decision.recipient.role is not Role.SURVIVOR:
         return None
+    # This batch's earlier messages must be in the database for the query to find them.
+    await session.flush()
     older = (
         await session.scalars(
             select(m.Notification)
             .join(m.CaseEvent, m.CaseEvent.id == m.Notification.case_event_id)
             .where(
-                m.Notification.case_id == case.id,
+                m.Notification.case_id == case_id,
                 m.Notification.survivor_id == decision.survivor_id,
                 m.Notification.recipient_role == "survivor",
                 m.Notification.coalesce_key == decision.coalesce_key,
@@ -307,6 +475,25 @@ async def _supersede_older(
             coalesce_key=decision.coalesce_key,
         )
     return older[-1].id if older else None
+
+
+async def _existing_notifications(session: AsyncSession, plan: list[_Planned]) -> set[str]:
+    """Which of the notifications the batch's decisions would make exist already (a redelivery,
+    a re-drive): one query, where each decision used to ask on its own."""
+    wanted = sorted(
+        {
+            notification_id(item.row.source, item.row.event_id, recipient_key(d), d.rule)
+            for item in plan
+            for d in item.decisions
+            if d.makes_notification and d.template is not None
+        }
+    )
+    found: set[str] = set()
+    for chunk in in_chunks(wanted):
+        found |= set(
+            await session.scalars(select(m.Notification.id).where(m.Notification.id.in_(chunk)))
+        )
+    return found
 
 
 def _initial_status(decision: Decision) -> str:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
 
+T = TypeVar("T")
+# Longest IN list one statement gets (SQLite limits the parameters of a statement).
+IN_LIST_MAX = 500
+
+
+def in_chunks(items: Sequence[T], size: int = IN_LIST_MAX) -> list[Sequence[T]]:
+    """`items` in slices short enough for one statement's IN list."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
 
 async def current_preferences(
-    session: AsyncSession, survivor_ids: list[int]
+    session: AsyncSession, survivor_ids: Sequence[int]
 ) -> dict[int, m.ContactPreference]:
     """Each survivor's highest-numbered contact-preference version."""
     if not survivor_ids:
@@ -35,7 +46,7 @@ async def current_preferences(
 
 
 async def current_advocates(
-    session: AsyncSession, survivor_ids: list[int], now: datetime
+    session: AsyncSession, survivor_ids: Sequence[int], now: datetime
 ) -> dict[int, m.Advocate]:
     """The active advocate assigned to each survivor at `now` (the latest valid assignment)."""
     if not survivor_ids:

@@ -1,0 +1,48 @@
+"""`carehub bench pipeline`, tiny: events produced to `feeds.police` go through `carehub run` on
+PostgreSQL and the embedded broker to the outbox, and the figures are the last line, as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import PG_ADMIN_DSN, REPO
+
+
+def test_bench_pipeline_hands_every_notification_over_and_prints_its_figures() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHUB_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "bench",
+            "pipeline",
+            "--events",
+            "40",
+            "--cases",
+            "8",
+            "--pg-admin",
+            PG_ADMIN_DSN,
+            "--timeout",
+            "120",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["complete"] is True
+    # Half the survivors want every update (their text and their ISVA's e-mail), half only key
+    # stages (the ISVA's e-mail alone): one and a half notifications an event.
+    assert figures["notifications"] == figures["expected_notifications"] == 60
+    assert figures["events_per_s"] > 0
+    assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
+    assert figures["baseline"]["events"] == 40
+    assert figures["ratio_to_baseline"] > 0
+    assert figures["rss_mb"]["carehub_all"] > 0
