@@ -236,6 +236,8 @@ class Notification(Base):
     __table_args__ = (
         Index(None, "status", "send_at"),
         Index(None, "case_id"),
+        # The letter and decision look-ups of an event's messages (the notifier, the portal).
+        Index(None, "case_event_id"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid5, deterministic
     case_event_id: Mapped[int] = mapped_column(ForeignKey("case_events.id"))
@@ -280,7 +282,11 @@ class Notification(Base):
 
 class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
-    __table_args__ = (UniqueConstraint("notification_id", "attempt_no"),)
+    __table_args__ = (
+        UniqueConstraint("notification_id", "attempt_no"),
+        # The re-drive's "has the notifier sent anything lately" (max of started_at).
+        Index(None, "started_at"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id"))
     attempt_no: Mapped[int] = mapped_column(Integer)
