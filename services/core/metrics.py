@@ -40,4 +40,14 @@ PARKED_TOO_LONG = Gauge(
     "carehub_events_parked_too_long",
     "Case events waiting for their case longer than CAREHUB_PARKED_ALERT_AFTER_S",
 )
+CONSUMER_LAG = Gauge(
+    "carehub_consumer_lag_records",
+    "Records of the topic its consumer group has not committed yet, summed over the topic's "
+    "partitions (sampled every CAREHUB_LAG_SAMPLE_S by each process that consumes it)",
+    ["group", "topic"],
+)
+CONSUMER_LAG_SAMPLED = Gauge(
+    "carehub_consumer_lag_sampled_timestamp_seconds",
+    "Unix time of this process's last good consumer lag sample (stale when it falls behind)",
+)
 READY = Gauge("carehub_ready", "1 when this process is ready to serve")

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.core import metrics
+from services.core import consumer_lag, metrics
 from services.core.calendar import load_calendar
 from services.core.clock import clock_from_settings
 from services.core.db.engine import make_engine, ping, session_factory, upgrade
@@ -152,6 +152,10 @@ async def running_stack(
         app = base_app(rt, [s.NAME for s in services])
         for service in services:
             service.mount(rt, app)
+        # A process that consumes Kafka samples its consumer groups' lag for /metrics.
+        lag = consumer_lag.sampler_for(rt)
+        if lag is not None:
+            rt.background.append((consumer_lag.NAME, lag.run))
         await broker.start()
         for name, loop in rt.background:
             tasks.append(asyncio.create_task(_supervise(name, rt, loop), name=name))

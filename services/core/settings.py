@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     kafka_batch_timeout_ms: int = Field(default=100, ge=1)
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
     consumer_group_prefix: str = "carehub"
+    # How often a process that consumes Kafka samples its groups' lag for /metrics; 0 turns it off.
+    lag_sample_s: float = Field(default=15.0, ge=0)
 
     sms_channel: SmsChannel = SmsChannel.OUTBOX
     email_channel: EmailChannel = EmailChannel.OUTBOX
