@@ -195,13 +195,13 @@ def secret_references() -> Iterator[tuple[str, str | None]]:
 
 def test_secrets_are_referenced_and_documented_never_committed() -> None:
     assert kind("Secret") == [], "secret values are never committed"
-    readme = (DEPLOY / "README.md").read_text()
+    readme = (REPO / "docs" / "deploy.md").read_text()
     references = set(secret_references())
     assert references
     for name, key in references:
-        assert f"`{name}`" in readme, f"deploy/README.md does not describe the Secret {name}"
+        assert f"`{name}`" in readme, f"docs/deploy.md does not describe the Secret {name}"
         if key is not None:
-            assert f"`{key}`" in readme, f"deploy/README.md does not describe {name}/{key}"
+            assert f"`{key}`" in readme, f"docs/deploy.md does not describe {name}/{key}"
 
 
 # -- images -----------------------------------------------------------------------------------
