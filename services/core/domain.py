@@ -107,6 +107,47 @@ class ContactPreference:
     letter_safe_review_by: date | None = None
 
 
+# --- which channel is safe (trauma-informed rule 1), shared by the rules, the dispatcher's
+# actions and the notifier's last look and fallback, so the rule is written once ---------------
+
+
+def safe_channel(pref: ContactPreference | None, today: date) -> Channel | None:
+    """The digital channel recorded as safe today (SMS first, then e-mail), or None.
+
+    A safety check past its review date no longer counts (trauma-informed rule 1). A letter is
+    the last resort, not a digital channel: see `letter_is_safe`.
+    """
+    for channel in (Channel.SMS, Channel.EMAIL):
+        if channel_is_safe(pref, channel, today):
+            return channel
+    return None
+
+
+def letter_is_safe(pref: ContactPreference | None, today: date | None = None) -> bool:
+    """A postal address is on file and letters to it are recorded as safe, and (given `today`)
+    the safety check is not past its review date."""
+    if pref is None or not (pref.has_address and pref.letter_safe):
+        return False
+    return today is None or _current(pref.letter_safe_review_by, today)
+
+
+def channel_is_safe(pref: ContactPreference | None, channel: Channel | str, today: date) -> bool:
+    """Whether `channel` is recorded as safe for this survivor today (rule 1), for any channel."""
+    if pref is None:
+        return False
+    if channel == Channel.SMS:
+        return pref.has_phone and pref.sms_safe and _current(pref.sms_safe_review_by, today)
+    if channel == Channel.EMAIL:
+        return pref.has_email and pref.email_safe and _current(pref.email_safe_review_by, today)
+    if channel == Channel.LETTER_TASK:
+        return letter_is_safe(pref, today)
+    return False
+
+
+def _current(review_by: date | None, today: date) -> bool:
+    return review_by is None or review_by >= today
+
+
 @dataclass(frozen=True)
 class Person:
     """A recipient known by id and role; the notifier looks up how to reach them."""

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_preferences, person_for
-from services.core.domain import notification_id
+from services.core.db.queries import current_preferences, person_for, to_domain_preference
+from services.core.domain import Channel, channel_is_safe, notification_id
 from services.core.logs import get_logger
 from services.core.notifications import add_staff_notification
 from services.core.rendering import catalogue
@@ -46,7 +46,7 @@ async def channels_tried(session: AsyncSession, row: m.Notification) -> set[str]
     return tried
 
 
-LETTER = "letter_task"
+LETTER = Channel.LETTER_TASK.value
 
 
 async def safe_channels(session: AsyncSession, survivor_id: int, now: datetime) -> list[str]:
@@ -54,27 +54,9 @@ async def safe_channels(session: AsyncSession, survivor_id: int, now: datetime) 
     pref = (await current_preferences(session, [survivor_id])).get(survivor_id)
     if pref is None or pref.opted_out or pref.frequency == "none":
         return []
-    today = london_date(now)
-    safe: list[str] = []
-    if (
-        pref.phone
-        and pref.sms_safe
-        and (pref.sms_safe_review_by is None or pref.sms_safe_review_by >= today)
-    ):
-        safe.append("sms")
-    if (
-        pref.email
-        and pref.email_safe
-        and (pref.email_safe_review_by is None or pref.email_safe_review_by >= today)
-    ):
-        safe.append("email")
-    if (
-        pref.postal_address
-        and pref.letter_safe
-        and (pref.letter_safe_review_by is None or pref.letter_safe_review_by >= today)
-    ):
-        safe.append(LETTER)
-    return safe
+    domain, today = to_domain_preference(pref), london_date(now)
+    order = (Channel.SMS, Channel.EMAIL, Channel.LETTER_TASK)
+    return [c.value for c in order if channel_is_safe(domain, c, today)]
 
 
 async def _has_letter(session: AsyncSession, row: m.Notification) -> bool:

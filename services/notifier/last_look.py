@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import person_for
-from services.core.domain import notification_id
+from services.core.db.queries import person_for, to_domain_preference
+from services.core.domain import Channel, channel_is_safe, notification_id
 from services.core.logs import get_logger
 from services.core.message_variables import preference_of
 from services.core.notifications import add_staff_notification
@@ -27,7 +27,7 @@ from services.core.safe_window import next_safe_instant, zone_named
 
 ACTOR = "notifier"
 PASS_ON_TEMPLATE = "advocate_pass_on_update"
-LETTER = "letter_task"
+LETTER = Channel.LETTER_TASK.value
 log = get_logger(ACTOR)
 
 
@@ -49,20 +49,7 @@ async def no_longer_wanted(session: AsyncSession, row: m.Notification, now: date
         return "opted_out"
     if pref.frequency == "none":
         return "frequency_none"
-    today = london_date(now)
-    if row.channel == "sms":
-        review = pref.sms_safe_review_by
-        safe = bool(pref.phone) and pref.sms_safe and (review is None or review >= today)
-    elif row.channel == "email":
-        review = pref.email_safe_review_by
-        safe = bool(pref.email) and pref.email_safe and (review is None or review >= today)
-    elif row.channel == LETTER:
-        review = pref.letter_safe_review_by
-        safe = (
-            bool(pref.postal_address) and pref.letter_safe and (review is None or review >= today)
-        )
-    else:
-        safe = False
+    safe = channel_is_safe(to_domain_preference(pref), row.channel or "", london_date(now))
     return None if safe else "channel_no_longer_safe"
 
 

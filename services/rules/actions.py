@@ -32,14 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit, metrics
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_preferences
-from services.core.domain import Channel, Frequency
+from services.core.db.queries import current_preferences, to_domain_preference
+from services.core.domain import Channel, Frequency, channel_is_safe
 from services.core.logs import get_logger
 from services.core.notifications import move
 from services.core.runtime import Runtime
 from services.core.states import Status, can_transition
-from services.rules.context import to_domain_preference
-from services.rules.engine import channel_is_safe
 from services.rules.timing import next_safe_time
 
 RELEASE, TOLD_IN_PERSON, CANCEL = "release", "told_in_person", "cancel"

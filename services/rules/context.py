@@ -15,12 +15,11 @@ from services.core.db.queries import (
     current_preferences,
     in_chunks,
     stand_in_supervisor,
+    to_domain_preference,
 )
 from services.core.domain import (
     CaseContext,
     ContactPreference,
-    Detail,
-    Frequency,
     Person,
     Relationship,
     Role,
@@ -92,28 +91,6 @@ async def load_case_contexts(
             ),
         )
     return contexts
-
-
-def to_domain_preference(row: m.ContactPreference) -> ContactPreference:
-    return ContactPreference(
-        version=row.version,
-        has_phone=bool(row.phone),
-        has_email=bool(row.email),
-        sms_safe=row.sms_safe,
-        sms_safe_review_by=row.sms_safe_review_by,
-        email_safe=row.email_safe,
-        email_safe_review_by=row.email_safe_review_by,
-        language=row.language,
-        timezone=row.timezone,
-        safe_window_start=row.safe_window_start,
-        safe_window_end=row.safe_window_end,
-        frequency=Frequency(row.frequency),
-        detail=Detail(row.detail),
-        opted_out=row.opted_out,
-        has_address=bool(row.postal_address),
-        letter_safe=row.letter_safe,
-        letter_safe_review_by=row.letter_safe_review_by,
-    )
 
 
 def _person(advocate: m.Advocate) -> Person:

@@ -18,7 +18,7 @@ arriving before the advocate has spoken to the survivor.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from services.core.calendar import LONDON, WorkingDayCalendar, due_by, london_date
 from services.core.domain import (
@@ -33,6 +33,8 @@ from services.core.domain import (
     Person,
     Role,
     SurvivorContext,
+    letter_is_safe,
+    safe_channel,
 )
 from services.rules.ruleset import LETTER_RULE_ID, EventRule, NotifyRule, RuleSet
 from services.rules.timing import LATE_GRACE, fallback_time, half_window, next_safe_time
@@ -320,46 +322,6 @@ def _to_advocate_or_escalate(
         survivor_id=survivor.survivor.id,
         related_rule=related_rule,
     )
-
-
-def safe_channel(pref: ContactPreference | None, today: date) -> Channel | None:
-    """The digital channel recorded as safe today (SMS first, then e-mail), or None.
-
-    A safety check past its review date no longer counts (trauma-informed rule 1). A letter is
-    the last resort, not a digital channel: see `letter_is_safe`.
-    """
-    if pref is None:
-        return None
-    if pref.has_phone and pref.sms_safe and _current(pref.sms_safe_review_by, today):
-        return Channel.SMS
-    if pref.has_email and pref.email_safe and _current(pref.email_safe_review_by, today):
-        return Channel.EMAIL
-    return None
-
-
-def letter_is_safe(pref: ContactPreference | None, today: date | None = None) -> bool:
-    """A postal address is on file and letters to it are recorded as safe, and (given `today`)
-    the safety check is not past its review date."""
-    if pref is None or not (pref.has_address and pref.letter_safe):
-        return False
-    return today is None or _current(pref.letter_safe_review_by, today)
-
-
-def channel_is_safe(pref: ContactPreference | None, channel: Channel | str, today: date) -> bool:
-    """Whether `channel` is recorded as safe for this survivor today (rule 1), for any channel."""
-    if pref is None:
-        return False
-    if channel == Channel.SMS:
-        return pref.has_phone and pref.sms_safe and _current(pref.sms_safe_review_by, today)
-    if channel == Channel.EMAIL:
-        return pref.has_email and pref.email_safe and _current(pref.email_safe_review_by, today)
-    if channel == Channel.LETTER_TASK:
-        return letter_is_safe(pref, today)
-    return False
-
-
-def _current(review_by: date | None, today: date) -> bool:
-    return review_by is None or review_by >= today
 
 
 def recipient_key(decision: Decision) -> str:

@@ -27,15 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_preferences
-from services.core.domain import notification_id
+from services.core.db.queries import current_preferences, to_domain_preference
+from services.core.domain import notification_id, safe_channel
 from services.core.feedback import ANSWER_WITHIN, TEMPLATE, TOLD
 from services.core.logs import get_logger
 from services.core.rendering import catalogue
 from services.core.runtime import Runtime
 from services.core.states import Status
-from services.rules.context import to_domain_preference
-from services.rules.engine import safe_channel
 from services.rules.ruleset import RuleSet
 from services.rules.timing import next_safe_time
 

@@ -25,9 +25,10 @@ from services.core.domain import (
     Role,
     SurvivorContext,
     notification_id,
+    safe_channel,
 )
 from services.core.rendering import render
-from services.rules.engine import Engine, recipient_key, safe_channel
+from services.rules.engine import Engine, recipient_key
 from services.rules.ruleset import load_rules
 from services.rules.timing import fallback_time, half_window, in_window
 

@@ -28,11 +28,13 @@ from services.core.domain import (
     Relationship,
     Role,
     SurvivorContext,
+    channel_is_safe,
+    letter_is_safe,
     notification_id,
 )
 from services.core.rendering import render
 from services.rules.describe import markdown, summary
-from services.rules.engine import Engine, channel_is_safe, letter_is_safe, recipient_key
+from services.rules.engine import Engine, recipient_key
 from services.rules.ruleset import LetterRule, RulesError, load_rules
 
 RULES = load_rules()

@@ -10,6 +10,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
+from services.core.domain import ContactPreference, Detail, Frequency
 
 T = TypeVar("T")
 # Longest IN list one statement gets (SQLite limits the parameters of a statement).
@@ -90,3 +91,25 @@ async def person_for(
     if advocate is None:
         return None
     return advocate, "supervisor" if advocate.role == "supervisor" else "advocate"
+
+
+def to_domain_preference(row: m.ContactPreference) -> ContactPreference:
+    return ContactPreference(
+        version=row.version,
+        has_phone=bool(row.phone),
+        has_email=bool(row.email),
+        sms_safe=row.sms_safe,
+        sms_safe_review_by=row.sms_safe_review_by,
+        email_safe=row.email_safe,
+        email_safe_review_by=row.email_safe_review_by,
+        language=row.language,
+        timezone=row.timezone,
+        safe_window_start=row.safe_window_start,
+        safe_window_end=row.safe_window_end,
+        frequency=Frequency(row.frequency),
+        detail=Detail(row.detail),
+        opted_out=row.opted_out,
+        has_address=bool(row.postal_address),
+        letter_safe=row.letter_safe,
+        letter_safe_review_by=row.letter_safe_review_by,
+    )
