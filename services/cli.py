@@ -24,6 +24,7 @@ from services import demo, ingest, notifier, portal, rules
 from services.core.clock import write_clock_file
 from services.core.db.engine import current_revision, make_engine, upgrade
 from services.core.embedded_broker import EmbeddedBroker, free_port
+from services.core.kafka import ensure_topics
 from services.core.keys import configure_keys
 from services.core.logs import configure_logging
 from services.core.runner import remove_run_file, running_stack, write_run_file
@@ -133,6 +134,11 @@ def broker() -> None:
         embedded = EmbeddedBroker(settings.embedded_broker_port)
         await embedded.astart()
         try:
+            # The topics exist before anything publishes. Started again (empty) while services
+            # run, tansu would take their records for topics it has no metadata for, then
+            # create the topics over those records when a process starts (offsets from 0), and
+            # refuse every record after that (UnknownError) until the offsets pass them.
+            await ensure_topics(embedded.bootstrap)
             print(f"carehub broker ready {embedded.bootstrap}", flush=True)
             await _wait_for_signal()
         finally:
