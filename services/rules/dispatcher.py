@@ -213,8 +213,11 @@ async def redrive(rt: Runtime) -> dict[str, int]:
             (NotificationDue(r.id, r.channel or "", recipient_key(r).decode()), recipient_key(r))
             for r in stale
         ]
-    for ref in refs:
-        await rt.broker.publish(ref.encode(), CASE_EVENTS.name, key=ref.subject.encode())
+    try:
+        for ref in refs:
+            await rt.broker.publish(ref.encode(), CASE_EVENTS.name, key=ref.subject.encode())
+    except Exception as exc:  # noqa: BLE001 - `published_at` was renewed: the next re-drive retries
+        log.warning("event.publish_failed", count=len(refs), error=type(exc).__name__)
     await _publish_due(rt, due)
     if refs or due:
         log.info("redrive.done", events=len(refs), notifications=len(due))
