@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from services.core.db import models as m
 from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.embedded_broker import free_port
-from tests.e2e.processes import CarehubProcess, base_env
+from tests.e2e.processes import CarehubProcess, base_env, wait_until
 from tests.integration.test_pipeline import add_team, arrested, crime_recorded
 
 CASES = 120  # each: crime_recorded and suspect_arrested, 2 notifications each
@@ -79,15 +79,6 @@ def post_slowly(url: str, items: list[dict[str, Any]], done: threading.Event) ->
             assert response.json()["counts"]["accepted"] == len(items[start : start + BATCH])
             time.sleep(0.25)
     done.set()
-
-
-async def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_sigkill_mid_stream_loses_and_doubles_nothing(

@@ -13,12 +13,10 @@ landing mid-send.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +31,7 @@ from services.core.db import models as m
 from services.core.db.engine import make_engine, session_factory
 from services.core.embedded_broker import EmbeddedBroker, free_port
 from tests.e2e.notifier_harness import StandinProcess
-from tests.e2e.processes import CarehubProcess, base_env
+from tests.e2e.processes import CarehubProcess, base_env, log_events, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
 
@@ -54,28 +52,6 @@ class Kill:
     done_before: int  # notifications recorded sent/delivered when the kill came
     cut_off: int  # attempts this kill left open (claimed, not recorded)
     cut_off_accepted: int  # of those, how many the stand-in had accepted anyway
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def log_events(path: Path, name: str) -> list[dict[str, Any]]:
-    """JSON log lines with this event name (a line cut short by SIGKILL is skipped)."""
-    found = []
-    for line in path.read_text("utf-8", "replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("event") == name:
-            found.append(entry)
-    return found
 
 
 async def test_sigkill_notifier_repeatedly_every_text_reaches_provider_once(
