@@ -8,9 +8,10 @@ every change. The same access rules as the pages apply: someone else's survivor 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -19,7 +20,7 @@ from services.core.db.queries import current_preferences
 from services.core.message_variables import draft
 from services.portal import access, views
 from services.portal import preferences as prefs
-from services.portal.auth import Role, Staff, csrf_ok
+from services.portal.auth import SESSION_COOKIE, Role, Staff, csrf_ok
 from services.portal.pages import (
     _message_for,
     _viewed,
@@ -29,21 +30,162 @@ from services.portal.pages import (
 )
 from services.portal.web import identify, runtime
 
-router = APIRouter(prefix="/api/v1", tags=["portal"])
+# For the OpenAPI document only: `_caller` does the checking (a token, else the session cookie).
+_TOKEN = HTTPBearer(
+    scheme_name="apiToken",
+    auto_error=False,
+    description="An API token from `carehub staff token`.",
+)
+_COOKIE = APIKeyCookie(
+    name=SESSION_COOKIE,
+    scheme_name="session",
+    auto_error=False,
+    description="The portal's session cookie; a change must also send `X-CSRF-Token`.",
+)
+
+router = APIRouter(
+    prefix="/api/v1", tags=["portal"], dependencies=[Depends(_TOKEN), Depends(_COOKIE)]
+)
+
+# Instants and days go out as the ISO 8601 text the pages use (`2026-11-18T11:00:00+00:00`).
+Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Day = Annotated[str, Field(json_schema_extra={"format": "date"})]
+HH_MM = r"^\d\d:\d\d$"
 
 
 class Problem(BaseModel):
-    detail: str | dict[str, str]
+    detail: str
 
 
-class CaseloadLine(BaseModel):
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    """A request that cannot be carried out as it stands: the parts that do not fit the
+    document (a list), the fields whose values are wrong (field: what is wrong), or in words."""
+
+    detail: list[FieldProblem] | dict[str, str] | str
+
+
+class _Out(BaseModel):
+    # A key the views add and the model leaves out fails the tests, instead of going missing.
+    model_config = ConfigDict(extra="forbid")
+
+
+class CaseloadLine(_Out):
     survivor_id: int
     name: str
     cases: list[str]
-    next_deadline: str | None
+    next_deadline: Instant | None
     held: int
-    held_deadline: str | None
+    held_deadline: Instant | None
     unreachable: bool
+
+
+class CaseOut(_Out):
+    id: int
+    urn: str
+    status: str
+    closed_at: Instant | None
+    enhanced_rights: bool
+
+
+class PreferencesOut(_Out):
+    version: int
+    recorded_at: Instant
+    recorded_by: str
+    reason_code: str
+    phone: str | None
+    sms_safe: bool
+    sms_safe_review_by: Day | None
+    email: str | None
+    email_safe: bool
+    email_safe_review_by: Day | None
+    letter_safe: bool
+    letter_safe_review_by: Day | None
+    postal_address: str | None
+    language: str
+    timezone: str
+    safe_window_start: str = Field(pattern=HH_MM)
+    safe_window_end: str = Field(pattern=HH_MM)
+    frequency: str
+    detail: str
+    opted_out: bool
+    feedback_opt_in: bool
+
+
+class PreferencesVersion(_Out):
+    version: int
+    recorded_at: Instant
+    recorded_by: str
+    reason_code: str
+
+
+class MessageOut(_Out):
+    id: str
+    recipient_role: str
+    channel: str | None
+    template: str
+    status: str
+    status_reason: str | None
+    hold_reason: str | None
+    rule: str
+    send_at: Instant | None
+    due_by: Instant | None
+    seconds_left: int | None
+    informed_at: Instant | None
+    created_at: Instant
+
+
+class TimelineItem(_Out):
+    at: Instant
+    kind: Literal["event", "decision", "message", "delivery"]
+    what: str
+    detail: str
+    rule: str | None
+    ref: str | None
+
+
+class SurvivorOut(_Out):
+    survivor_id: int
+    name: str
+    full_name: str | None
+    consent_to_referral: bool
+    cases: list[CaseOut]
+    advocate: str | None
+    preferences: PreferencesOut | None
+    unreachable: bool
+    history: list[PreferencesVersion]
+    held: list[MessageOut]
+    timeline: list[TimelineItem]
+
+
+class Draft(_Out):
+    subject: str | None
+    body: str
+
+
+class ActionOut(_Out):
+    action: str
+    requested_at: Instant
+    outcome: str | None
+    outcome_reason: str | None
+
+
+class MessageDetail(MessageOut):
+    """A message, with the words it would go out with now (None when it cannot be drafted) and
+    every action asked for on it."""
+
+    draft: Draft | None
+    actions: list[ActionOut]
+
+
+class Accepted(_Out):
+    status: Literal["accepted"]
+    notification_id: str
 
 
 class PreferencesIn(BaseModel):
@@ -67,7 +209,8 @@ class PreferencesIn(BaseModel):
     opted_out: bool | None = None
     feedback_opt_in: bool | None = None
     consent_to_referral: bool | None = None
-    reason_code: str = Field(max_length=48)
+    # Any other code is refused with a 422 that names the field (`preferences.check`).
+    reason_code: str = Field(max_length=48, json_schema_extra={"enum": list(views.REASON_CODES)})
     reason_note: str | None = Field(default=None, max_length=500)
 
 
@@ -100,12 +243,27 @@ def _people(staff: Staff) -> None:
         raise HTTPException(403, "operations accounts see no personal data")
 
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such survivor on your caseload"}
-}
+def _answers(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The error answers of an operation: 401 and 403, which any of them can give, and those
+    `described` (status: what it means)."""
+    out: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "Not signed in: no valid API token or session"},
+        403: {
+            "model": Problem,
+            "description": "An operations account (they see no personal data), or a change "
+            "from a browser session without its X-CSRF-Token",
+        },
+    }
+    for code, description in described.items():
+        out[code] = {"model": Invalid if code == 422 else Problem, "description": description}
+    return out
 
 
-@router.get("/caseload", response_model=list[CaseloadLine])
+UNREADABLE = "The body is not JSON"
+INVALID = "A field or parameter is missing or wrong: `detail` says which"
+
+
+@router.get("/caseload", response_model=list[CaseloadLine], responses=_answers({}))
 async def api_caseload(request: Request) -> list[dict[str, Any]]:
     staff = await _caller(request, changes=False)
     _people(staff)
@@ -117,7 +275,11 @@ async def api_caseload(request: Request) -> list[dict[str, Any]]:
         return await views.caseload(session, ids, now)
 
 
-@router.get("/survivors/{survivor_id}", responses=NOT_FOUND)
+@router.get(
+    "/survivors/{survivor_id}",
+    response_model=SurvivorOut,
+    responses=_answers({404: "No such survivor on your caseload", 422: INVALID}),
+)
 async def api_survivor(request: Request, survivor_id: int) -> dict[str, Any]:
     staff = await _caller(request, changes=False)
     _people(staff)
@@ -134,7 +296,18 @@ async def api_survivor(request: Request, survivor_id: int) -> dict[str, Any]:
         return data
 
 
-@router.put("/survivors/{survivor_id}/preferences", responses=NOT_FOUND)
+@router.put(
+    "/survivors/{survivor_id}/preferences",
+    response_model=PreferencesOut,
+    responses=_answers(
+        {
+            400: UNREADABLE,
+            404: "No such survivor on your caseload",
+            409: "The survivor's data was erased: nothing can be recorded",
+            422: INVALID,
+        }
+    ),
+)
 async def api_preferences(
     request: Request, survivor_id: int, change: PreferencesIn
 ) -> dict[str, Any]:
@@ -166,7 +339,11 @@ async def api_preferences(
         return result
 
 
-@router.get("/messages/{notification_id}", responses=NOT_FOUND)
+@router.get(
+    "/messages/{notification_id}",
+    response_model=MessageDetail,
+    responses=_answers({404: "No such message for you", 422: INVALID}),
+)
 async def api_message(request: Request, notification_id: str) -> dict[str, Any]:
     staff = await _caller(request, changes=False)
     _people(staff)
@@ -197,7 +374,19 @@ async def api_message(request: Request, notification_id: str) -> dict[str, Any]:
         return data
 
 
-@router.post("/messages/{notification_id}/actions", status_code=202, responses=NOT_FOUND)
+@router.post(
+    "/messages/{notification_id}/actions",
+    status_code=202,
+    response_model=Accepted,
+    responses=_answers(
+        {
+            400: UNREADABLE,
+            404: "No such message for you",
+            409: "The message is no longer held",
+            422: INVALID,
+        }
+    ),
+)
 async def api_action(request: Request, notification_id: str, body: ActionIn) -> dict[str, str]:
     staff = await _caller(request, changes=True)
     _people(staff)

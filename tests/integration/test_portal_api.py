@@ -21,6 +21,7 @@ import httpx
 import pyotp
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services import demo, portal
 from services.core.calendar import load_calendar
@@ -29,6 +30,7 @@ from services.core.db import models as m
 from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.runner import base_app
 from services.core.runtime import Runtime
+from services.core.settings import Settings
 from services.ingest.recording import record_event
 from services.portal.auth import Role
 from services.portal.cli import add_account
@@ -91,10 +93,10 @@ def _hidden(html: str, name: str) -> str:
     return html[start : html.index('"', start)]
 
 
-@pytest.fixture
-async def site(make_settings: Any, database_url: str) -> AsyncIterator[Portal]:
-    settings = make_settings(database_url=database_url)
-    engine = make_engine(settings.resolved_database_url)
+async def build_site(settings: Settings, engine: AsyncEngine | None = None) -> Portal:
+    """The demo case with its held message, a second ISVA in another team with a survivor of
+    their own, and the app with the portal mounted (on `engine`, or a new one)."""
+    engine = engine or make_engine(settings.resolved_database_url)
     await upgrade(engine)
     clock = FixedClock(CRIME_AT)
     rt = Runtime(settings, engine, session_factory(engine), clock, load_calendar(None), None)  # type: ignore[arg-type]
@@ -152,10 +154,16 @@ async def site(make_settings: Any, database_url: str) -> AsyncIterator[Portal]:
     clock.set(NOW)
     app = base_app(rt, ["portal"])
     portal.mount(rt, app)
+    return Portal(rt, app, ids["survivor_id"], other_survivor, held.id)
+
+
+@pytest.fixture
+async def site(make_settings: Any, database_url: str) -> AsyncIterator[Portal]:
+    built = await build_site(make_settings(database_url=database_url))
     try:
-        yield Portal(rt, app, ids["survivor_id"], other_survivor, held.id)
+        yield built
     finally:
-        await engine.dispose()
+        await built.rt.engine.dispose()
 
 
 async def test_sign_in_needs_the_password_and_a_fresh_code(site: Portal) -> None:
