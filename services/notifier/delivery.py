@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import (
     AsyncRetrying,
@@ -111,6 +111,8 @@ async def claim(
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
         row = await session.get(m.Notification, notification_id, with_for_update=True)
+        if row is not None:
+            await _read_unresolved(session, [row])
         return await _claim_row(session, rt, channels, notification_id, row, now)
 
 
@@ -194,6 +196,7 @@ async def _read_ahead(session: AsyncSession, rows: list[m.Notification]) -> list
     for model, ids in wanted:
         if ids:
             loaded += (await session.scalars(select(model).where(model.id.in_(sorted(ids))))).all()
+    await _read_unresolved(session, rows)
     # The survivors' current preferences, into the memo `preference_of` keeps per session.
     survivors = sorted({r.survivor_id for r in rows if r.survivor_id is not None})
     if survivors:
@@ -202,6 +205,63 @@ async def _read_ahead(session: AsyncSession, rows: list[m.Notification]) -> list
         for survivor_id in survivors:
             memo.setdefault(survivor_id, found.get(survivor_id))
     return loaded
+
+
+def _recipient(row: m.Notification) -> tuple[str, int | None, str | None]:
+    who = row.survivor_id if row.recipient_role == "survivor" else row.advocate_id
+    return row.recipient_role, who, row.channel
+
+
+UNRESOLVED = "carehub.unresolved"
+
+
+async def _read_unresolved(session: AsyncSession, rows: list[m.Notification]) -> None:
+    """Note in the session which of these rows' recipients have a send still unresolved (a
+    notification left `sending`, other than these rows), for `_earlier_unresolved`; the rows
+    themselves are watched as they are claimed."""
+    survivors = {r.survivor_id for r in rows if r.recipient_role == "survivor" and r.survivor_id}
+    advocates = {r.advocate_id for r in rows if r.recipient_role != "survivor" and r.advocate_id}
+    ids = [r.id for r in rows]
+    people = []
+    if survivors:
+        people.append(
+            (m.Notification.recipient_role == "survivor")
+            & m.Notification.survivor_id.in_(sorted(survivors))
+        )
+    if advocates:
+        people.append(
+            (m.Notification.recipient_role != "survivor")
+            & m.Notification.advocate_id.in_(sorted(advocates))
+        )
+    found: set[tuple[str, int | None, str | None]] = set()
+    if people:
+        for other in await session.scalars(
+            select(m.Notification).where(
+                m.Notification.status == Status.SENDING,
+                m.Notification.id.not_in(ids),
+                or_(*people),
+            )
+        ):
+            found.add(_recipient(other))
+    session.info[UNRESOLVED] = (found, {r.id: r for r in rows})
+
+
+def _earlier_unresolved(session: AsyncSession, row: m.Notification) -> bool:
+    """Whether another message to this row's recipient on its channel is still unresolved: it
+    went `sending` and nobody knows yet whether the provider has it (a crash cut it off).
+
+    A resumed send finds its message at the provider by number and words, and the same words
+    can go to one person twice; that match is only unambiguous while each recipient has one
+    unresolved message per channel at most. So a new one waits until the earlier is settled.
+    """
+    found, claiming = session.info.get(UNRESOLVED, (set(), {}))
+    key = _recipient(row)
+    if key in found:
+        return True
+    return any(
+        other.id != row.id and other.status == Status.SENDING and _recipient(other) == key
+        for other in claiming.values()
+    )
 
 
 async def _claim_row(
@@ -254,6 +314,28 @@ async def _claim_row(
                 reason="outside_safe_window",
             )
             log.info("notification.put_off", notification_id=row.id, until=later.isoformat())
+            return None
+        channel = channels.get(row.channel or "")
+        if channel is not None and channel.finds_by_words and _earlier_unresolved(session, row):
+            # Settled by the re-drive (it asks the provider) within `CAREHUB_REDRIVE_AFTER_S`.
+            wait = max(1.0, rt.settings.redrive_after_s / 2)
+            row.status = check_transition(row.status, Status.SCHEDULED)
+            row.send_at, row.updated_at = now + timedelta(seconds=wait), now
+            audit.record(
+                session,
+                at=now,
+                actor=ACTOR,
+                action="notification.put_off",
+                case_id=row.case_id,
+                notification_id=row.id,
+                reason="earlier_message_unresolved",
+            )
+            log.info(
+                "notification.put_off",
+                notification_id=row.id,
+                until=row.send_at.isoformat(),
+                reason="earlier_message_unresolved",
+            )
             return None
     if previous is not None and previous.body is not None and previous.to_address:
         # The same words to the same address as the attempt that was cut off.
@@ -353,9 +435,9 @@ async def _ours(
     """Which of the provider's matching messages is this notification's, if any.
 
     The same words can go to the same person twice (two updates a minute apart), so a message
-    another notification already recorded as its own is never taken for this one. One
-    recipient's notifications are sent in order by one consumer (the `notifications.due` key),
-    so two resumes never race for the same message.
+    another notification already recorded as its own is never taken for this one; and while
+    this one is unresolved no other message goes to them on this channel
+    (`_earlier_unresolved`), so a match nobody recorded can only be this one's.
     """
     if not candidates:
         return None

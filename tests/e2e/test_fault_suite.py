@@ -454,6 +454,52 @@ async def read_outcome(
     return Outcome(events, list(rows), redriven, int(retried or 0), resumed, texts, emails, stats)
 
 
+async def histories(pg_url: str, nids: list[str], texts: list[dict[str, Any]]) -> list[str]:
+    """What the database and the stand-in say about each of `nids`: the notification, its
+    attempts and its audit trail, in order (ids, codes and times only), for a failure report."""
+    engine = make_engine(pg_url)
+    lines: list[str] = []
+    try:
+        async with session_factory(engine)() as session:
+            for nid in nids:
+                row = await session.get(m.Notification, nid)
+                if row is None:
+                    lines.append(f"{nid}: no such notification")
+                    continue
+                lines.append(
+                    f"{nid}: {row.status} {row.channel} {row.recipient_role} survivor="
+                    f"{row.survivor_id} advocate={row.advocate_id} attempts={row.attempts} "
+                    f"ref={row.provider_ref}"
+                )
+                for attempt in await session.scalars(
+                    select(m.DeliveryAttempt)
+                    .where(m.DeliveryAttempt.notification_id == nid)
+                    .order_by(m.DeliveryAttempt.attempt_no)
+                ):
+                    lines.append(
+                        f"  attempt {attempt.attempt_no} {attempt.started_at.isoformat()} -> "
+                        f"{attempt.finished_at and attempt.finished_at.isoformat()} "
+                        f"{attempt.outcome} {attempt.error_code} ref={attempt.provider_ref}"
+                    )
+                for entry in await session.scalars(
+                    select(m.AuditEntry)
+                    .where(m.AuditEntry.notification_id == nid)
+                    .order_by(m.AuditEntry.seq)
+                ):
+                    lines.append(
+                        f"  audit {entry.seq} {entry.at.isoformat()} {entry.actor} {entry.action} "
+                        f"{json.dumps(entry.codes, sort_keys=True)}"
+                    )
+                lines += [
+                    f"  at the stand-in: {text.get('sid')} {text.get('date_created')}"
+                    for text in texts
+                    if text.get("nid") == nid
+                ]
+    finally:
+        await engine.dispose()
+    return lines
+
+
 async def test_faults_lose_and_double_no_notification(
     pg_url: str, tmp_path: Path, clock_file: Path
 ) -> None:
@@ -666,6 +712,10 @@ async def test_faults_lose_and_double_no_notification(
         "settled": settled,
         "seconds": round(time.monotonic() - started, 1),
     }
+    if duplicates or lost or wrong_ref:
+        suspects = sorted({*duplicates, *lost, *wrong_ref})[:10]
+        print("\n".join(await histories(pg_url, suspects, outcome.texts)))
+        print("lost:", json.dumps(lost))
     print(json.dumps(figures))
 
     assert feeder.done.is_set() and not feeder.unexpected, feeder.unexpected[:5]

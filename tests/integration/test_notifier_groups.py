@@ -2,11 +2,16 @@
 time, on SQLite and PostgreSQL: the same words to the same addresses, the same statuses, and one
 task for the advocate where one is owed (here: a survivor whose language has no templates).
 
+And it never has two unresolved texts to one person at once: a send cut off by a crash is
+found at the provider by number and words, which is only unambiguous while it is the only one
+(tested through the real `twilio` client against the stand-in).
+
 Events are recorded and decided the real way and released by the dispatcher, with no broker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,11 +28,16 @@ from services.core.runtime import Runtime
 from services.ingest.recording import record_event
 from services.notifier.channels import channels_from_settings
 from services.notifier.delivery import Claim, claim, claim_many, hand_over, record_many
+from services.notifier.twilio_standin import running_standin
 from services.rules.consumer import RulesConsumer
 from services.rules.dispatcher import release_due
 from services.rules.engine import Engine
 from services.rules.ruleset import load_rules
+from tests.e2e.notifier_harness import notification_id
 from tests.integration.test_pipeline import add_team
+
+SID = "AC" + "2" * 32
+TOKEN = "test-auth-token"
 
 T0 = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)  # Wednesday, inside every default safe window
 
@@ -39,14 +49,19 @@ class ListBroker:
 
 @pytest.fixture
 async def rt(make_settings: Any, database_url: str) -> AsyncIterator[Runtime]:
-    settings = make_settings(database_url=database_url)
+    async with runtime_for(make_settings(database_url=database_url)) as runtime:
+        yield runtime
+
+
+@contextlib.asynccontextmanager
+async def runtime_for(settings: Any, clock: FixedClock | None = None) -> AsyncIterator[Runtime]:
     engine = make_engine(settings.resolved_database_url)
     await upgrade(engine)
     runtime = Runtime(
         settings,
         engine,
         session_factory(engine),
-        FixedClock(T0),
+        clock or FixedClock(T0),
         load_calendar(None),
         ListBroker(),  # type: ignore[arg-type]
     )
@@ -81,12 +96,18 @@ async def rt(make_settings: Any, database_url: str) -> AsyncIterator[Runtime]:
         await engine.dispose()
 
 
-async def queued_for(rt: Runtime, urn: str, prefix: str) -> list[str]:
-    """Two updates for the case's survivor, decided and released: their ids, in order."""
+async def queued_for(
+    rt: Runtime,
+    urn: str,
+    prefix: str,
+    types: tuple[str, ...] = ("police.suspect_arrested", "police.suspect_interviewed"),
+) -> list[str]:
+    """An update for the case's survivor per type, decided and released: the ids of what they
+    and their ISVA are owed, in order."""
     consumer = RulesConsumer(rt, Engine(load_rules(), rt.calendar))
     async with rt.sessions.begin() as session:
         ids = []
-        for n, etype in enumerate(("police.suspect_arrested", "police.suspect_interviewed")):
+        for n, etype in enumerate(types):
             obj = {
                 "specversion": "1.0",
                 "id": f"{prefix}{n}",
@@ -154,3 +175,84 @@ async def test_a_group_is_claimed_as_one_notification_at_a_time(rt: Runtime) -> 
     assert await record_many(rt, sent) == ["delivered"] * 4
     # A redelivered group is a no-op: nothing is claimed twice.
     assert set((await claim_many(rt, channels, together_ids)).values()) == {None}
+
+
+async def put_off_because(rt: Runtime, nid: str) -> list[str]:
+    """Why the notification was put off, each time (its audit trail); it is scheduled now."""
+    async with rt.sessions() as session:
+        row = await session.get_one(m.Notification, nid)
+        assert row.status == "scheduled"
+        return [
+            entry.codes.get("reason")
+            for entry in await session.scalars(
+                select(m.AuditEntry)
+                .where(
+                    m.AuditEntry.notification_id == nid,
+                    m.AuditEntry.action == "notification.put_off",
+                )
+                .order_by(m.AuditEntry.seq)
+            )
+        ]
+
+
+@pytest.mark.postgres
+async def test_a_resumed_text_never_takes_the_next_ones_message(
+    make_settings: Any, pg_url: str
+) -> None:
+    """Two texts with the same words to one survivor. The first is cut off before it reached
+    Twilio (the notifier died); had the second gone meanwhile and been cut off after, the first,
+    resumed, would have found the second's message at Twilio and taken it for its own, and the
+    second, resumed, would have been sent again: one text twice, the other never. The second
+    waits instead, and each goes exactly once."""
+    clock = FixedClock(T0)
+    async with running_standin(account_sid=SID, auth_token=TOKEN, clock=clock) as standin:
+        settings = make_settings(
+            database_url=pg_url,
+            env="test",
+            sms_channel="twilio",
+            twilio_account_sid=SID,
+            twilio_auth_token=TOKEN,
+            twilio_from="+447700900001",
+            twilio_base_url=standin.base_url,
+            public_base_url="http://127.0.0.1:9",  # receipts go nowhere; not needed here
+            sms_allowlist="+447700900321",
+        )
+        async with runtime_for(settings, clock) as rt:
+            channels = channels_from_settings(rt.settings, rt.sessions)
+            try:
+                ids = await queued_for(rt, "01AB2000124", "s-", ("police.suspect_arrested",) * 2)
+                first, second = [nid for nid in ids if await channel_of(rt, nid) == "sms"]
+                cut_off = await claim(rt, channels, first)  # and the notifier dies here
+                assert isinstance(cut_off, Claim)
+                assert await claim(rt, channels, second) is None
+                assert await put_off_because(rt, second) == ["earlier_message_unresolved"]
+
+                clock.advance(timedelta(seconds=rt.settings.redrive_after_s + 1))
+                resumed = await claim(rt, channels, first)
+                assert isinstance(resumed, Claim) and resumed.resume
+                assert resumed.message.body == cut_off.message.body
+                outcome = await hand_over(rt, channels, resumed)
+                assert await record_many(rt, [(resumed, outcome)]) == ["sent"]
+                assert await release_due(rt) >= 1  # and the task for their advocate
+                later = await claim(rt, channels, second)
+                assert isinstance(later, Claim)
+                assert later.message.body == resumed.message.body  # the same words
+                outcome = await hand_over(rt, channels, later)
+                assert await record_many(rt, [(later, outcome)]) == ["sent"]
+            finally:
+                for channel in channels.values():
+                    await channel.close()
+            at_twilio = {
+                message.sid: notification_id(message.status_callback)
+                for message in standin.messages.values()
+            }
+            assert sorted(at_twilio.values()) == sorted([first, second])
+            async with rt.sessions() as session:
+                for nid in (first, second):
+                    row = await session.get_one(m.Notification, nid)
+                    assert at_twilio[row.provider_ref] == nid
+
+
+async def channel_of(rt: Runtime, nid: str) -> str | None:
+    async with rt.sessions() as session:
+        return (await session.get_one(m.Notification, nid)).channel

@@ -41,6 +41,10 @@ class DeliveryChannel(Protocol):
     # True when `lookup` can tell whether a cut-off attempt reached the provider (Twilio, the
     # outbox). False for SMTP: an ambiguous e-mail becomes `unknown`, never resent blindly.
     verifiable: bool
+    # True when `lookup` finds messages by address and words (Twilio), which the same words to
+    # the same person twice make ambiguous; False when it finds them by our notification id (the
+    # outbox, letters). On such a channel a person has one unresolved message at most.
+    finds_by_words: bool
 
     async def send(self, message: OutgoingMessage, now: datetime) -> SendResult:
         """Hand the message over; raise `PermanentFailure`, `TemporaryFailure` or

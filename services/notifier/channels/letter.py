@@ -34,6 +34,7 @@ class LetterChannel:
     name = "letter_task"
     # What it stored can be looked up, so a cut-off attempt is found, never stored twice.
     verifiable = True
+    finds_by_words = False
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions

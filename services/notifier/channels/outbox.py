@@ -41,6 +41,7 @@ def _iso(value: datetime | None) -> str | None:
 
 class OutboxChannel:
     verifiable = True
+    finds_by_words = False
 
     def __init__(self, directory: Path, name: str) -> None:
         self.directory = directory

@@ -202,6 +202,7 @@ class SmtpChannel:
     # SMTP cannot be asked afterwards whether a cut-off message went: an ambiguous send stays
     # `unknown`, never resent blindly.
     verifiable = False
+    finds_by_words = False
 
     def __init__(
         self,

@@ -89,6 +89,7 @@ def status_callback_url(public_base_url: str, notification_id: str) -> str:
 class TwilioChannel:
     name = "sms"
     verifiable = True
+    finds_by_words = True
 
     def __init__(
         self,
