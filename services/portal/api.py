@@ -217,6 +217,7 @@ class PreferencesIn(BaseModel):
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["release", "told_in_person", "cancel"]
+    # cancel: one of CANCEL_REASONS (else a 400 that says so); ignored for the other actions.
     reason_code: str | None = Field(default=None, max_length=48)
     note: str | None = Field(default=None, max_length=500)
     # told_in_person: when they were told (with its offset); default: now.

@@ -890,7 +890,7 @@ async def record_action(
         action=f"advocate_action.requested.{action}",
         case_id=row.case_id,
         notification_id=row.id,
-        reason=reason_code,
+        reason=reason_code if action == "cancel" else None,
     )
     log.info("portal.action_recorded", notification_id=row.id, action=action)
     return None

@@ -374,8 +374,11 @@ async def test_a_release_is_recorded_for_the_dispatcher_not_done_by_the_portal(
             f"/messages/{site.held_id}/actions", data={"csrf_token": csrf, "action": "cancel"}
         )
         assert no_reason.status_code == 400 and "Say why" in no_reason.text
+        # A reason is only asked for a cancel: whatever else comes with a release is dropped,
+        # never written to the audit log (which holds codes, not free text).
         asked = await client.post(
-            f"/messages/{site.held_id}/actions", data={"csrf_token": csrf, "action": "release"}
+            f"/messages/{site.held_id}/actions",
+            data={"csrf_token": csrf, "action": "release", "reason_code": "Riley said so"},
         )
         assert asked.status_code == 303
         again = await client.get(f"/messages/{site.held_id}")
@@ -383,8 +386,18 @@ async def test_a_release_is_recorded_for_the_dispatcher_not_done_by_the_portal(
     async with site.rt.sessions() as session:
         held = await session.get_one(m.Notification, site.held_id)
         actions = (await session.scalars(select(m.AdvocateAction))).all()
+        requested = (
+            await session.scalars(
+                select(m.AuditEntry).where(
+                    m.AuditEntry.action == "advocate_action.requested.release"
+                )
+            )
+        ).all()
     assert held.status == "held"  # the dispatcher moves it, not the portal
-    assert [(a.action, a.carried_out_at) for a in actions] == [("release", None)]
+    assert [(a.action, a.carried_out_at, a.reason_code) for a in actions] == [
+        ("release", None, None)
+    ]
+    assert [entry.codes.get("reason") for entry in requested] == [None]
 
 
 async def test_the_api_takes_tokens_and_wants_csrf_from_browsers(site: Portal) -> None:
