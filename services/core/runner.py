@@ -136,6 +136,7 @@ async def running_stack(
     engine = make_engine(settings.resolved_database_url)
     server: uvicorn.Server | None = None
     tasks: list[asyncio.Task[None]] = []
+    rt_closers: list[Any] = []
     broker = make_broker(settings)
     try:
         if settings.migrate_on_start:
@@ -149,6 +150,7 @@ async def running_stack(
             calendar=load_calendar(settings.holidays_file),
             broker=broker,
         )
+        rt_closers = rt.closers
         app = base_app(rt, [s.NAME for s in services])
         for service in services:
             service.mount(rt, app)
@@ -190,9 +192,15 @@ async def running_stack(
                 task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=10)
+                await asyncio.wait_for(task, timeout=5)
         with contextlib.suppress(Exception):
+            # Stops fetching, lets each handler finish what it holds (up to the broker's
+            # graceful timeout); offsets of what did not finish stay uncommitted, so those
+            # records go to whichever process takes the partitions next.
             await broker.stop()
+        for close in rt_closers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), timeout=5)
         await engine.dispose()
         if embedded is not None:
             await embedded.astop()

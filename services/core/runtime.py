@@ -28,6 +28,9 @@ class Runtime:
     # Long-running loops (the dispatcher, sweeps) the runner starts after the broker and stops
     # before it.
     background: list[tuple[str, BackgroundTask]] = field(default_factory=list)
+    # Run once the consumers have stopped (their messages in hand finished or handed back):
+    # what those messages needed until the end, such as the notifier's channels.
+    closers: list[BackgroundTask] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -144,10 +144,8 @@ def mount(rt: Runtime, app: FastAPI) -> None:
                 raise result
 
     async def close_channels() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            for channel in channels.values():
-                await channel.close()
+        for channel in channels.values():
+            await channel.close()
 
-    rt.background.append(("notifier.channels", close_channels))
+    # After the consumers stopped: a send in hand at SIGTERM finishes on an open channel.
+    rt.closers.append(close_channels)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -19,7 +22,7 @@ from sqlalchemy import func, select
 from services.core.db import models as m
 from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.embedded_broker import free_port
-from tests.e2e.processes import CarehubProcess, base_env, wait_until
+from tests.e2e.processes import REPO, CarehubProcess, base_env, wait_until
 from tests.integration.test_pipeline import add_team, arrested, crime_recorded
 
 CASES = 120  # each: crime_recorded and suspect_arrested, 2 notifications each
@@ -154,6 +157,102 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(
             "survivor_case_update": CASES,
             "advocate_case_update": CASES,
         }
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        broker.stop()
+
+
+def grace_period_s(service: str) -> int:
+    """`terminationGracePeriodSeconds` in the service's Kubernetes manifest: how long it has
+    between SIGTERM and SIGKILL in a cluster."""
+    manifest = (REPO / "deploy" / "k8s" / "services" / f"{service}.yaml").read_text("utf-8")
+    found = re.search(r"terminationGracePeriodSeconds:\s*(\d+)", manifest)
+    assert found, f"no grace period in {service}.yaml"
+    return int(found.group(1))
+
+
+async def test_sigterm_under_load_stops_in_the_grace_period_and_hands_back_the_rest(
+    pg_url: str, tmp_path: Path, clock_file: Path
+) -> None:
+    """A rolling restart of every service at once while events flow: each process, sent SIGTERM,
+    finishes or hands back what it holds and exits 0 well within the grace period its manifest
+    gives it (so Kubernetes never has to SIGKILL it); started again, the stack delivers every
+    notification exactly once."""
+    await seed_team(pg_url)
+    port = free_port()
+    outbox = tmp_path / "outbox"
+    env = base_env(
+        CAREHUB_DATABASE_URL=pg_url,
+        CAREHUB_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
+        CAREHUB_EMBEDDED_BROKER_PORT=str(port),
+        CAREHUB_OUTBOX_DIR=str(outbox),
+        CAREHUB_HTTP_PORT="0",
+        CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000",
+        CAREHUB_KAFKA_MAX_RECORDS="20",
+        CAREHUB_REDRIVE_AFTER_S="20",
+        CAREHUB_LOG_LEVEL="INFO",
+        CAREHUB_CLOCK_FILE=str(clock_file),
+    )
+    broker = CarehubProcess("broker", ["broker"], env, tmp_path).start()
+    names = ("ingest", "rules", "dispatcher", "notifier")
+    procs = {name: CarehubProcess(name, ["run", "--only", name], env, tmp_path) for name in names}
+    try:
+        for proc in procs.values():
+            proc.start()
+        items = events()
+        posted = threading.Event()
+        feeder = threading.Thread(
+            target=post_slowly, args=(procs["ingest"].address, items, posted), daemon=True
+        )
+
+        async def working() -> bool:
+            return (await counts(pg_url))["delivered"] >= 10
+
+        feeder.start()
+        await wait_until(working, 60, "the first deliveries")
+        # Ingest keeps answering the feeder until it goes; the others stop mid-stream.
+        took: dict[str, float] = {}
+        codes: dict[str, int | None] = {}
+
+        def terminate(name: str) -> None:
+            proc = procs[name].proc
+            assert proc is not None
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                codes[name] = proc.wait(timeout=grace_period_s(name))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = None
+            took[name] = round(time.monotonic() - started, 1)
+
+        assert not posted.is_set(), "the stream ended before the restart: not under load"
+        await asyncio.gather(*(asyncio.to_thread(terminate, n) for n in names if n != "ingest"))
+        print({"stopped_in_s": took, "exit_codes": codes, "then": await counts(pg_url)})
+        for name in took:
+            assert codes[name] == 0, f"{name} did not exit cleanly: {codes[name]}"
+            assert "service.stopped" in procs[name].output(), procs[name].output()[-2000:]
+            # Well within its grace period: half of it at most, on this shared machine.
+            assert took[name] <= grace_period_s(name) / 2, (name, took[name])
+        for name in took:
+            procs[name].start()
+        feeder.join(timeout=120)
+        assert posted.is_set()
+        expected = CASES * 4
+
+        async def all_delivered() -> bool:
+            c = await counts(pg_url)
+            return c["processed"] == len(items) and c["delivered"] == expected
+
+        await wait_until(all_delivered, 120, f"{expected} delivered notifications")
+        await asyncio.sleep(1.5)  # give a doubled delivery, if there were one, time to appear
+        journal = Counter(
+            line.split()[0] for line in (outbox / "journal.log").read_text().splitlines()
+        )
+        doubled = {nid: n for nid, n in journal.items() if n > 1}
+        assert not doubled, f"handed over more than once: {doubled}"
+        assert len(journal) == expected
     finally:
         for proc in procs.values():
             proc.stop()
