@@ -129,15 +129,7 @@ async def claim_many(
     now = rt.clock.now()
     try:
         async with rt.sessions.begin() as session:
-            rows = {
-                row.id: row
-                for row in await session.scalars(
-                    select(m.Notification)
-                    .where(m.Notification.id.in_(notification_ids))
-                    .order_by(m.Notification.id)  # locks taken in one order: no deadlock
-                    .with_for_update()
-                )
-            }
+            rows = await _lock(session, notification_ids)
             held = await _read_ahead(session, list(rows.values()))
             claims: dict[str, Claim | None | Exception] = {}
             for layer in _layers(notification_ids, rows):
@@ -162,6 +154,19 @@ async def claim_many(
         except Exception as exc:  # noqa: BLE001 - handed to the caller that asked for it
             alone[nid] = exc
     return alone
+
+
+async def _lock(session: AsyncSession, ids: list[str]) -> dict[str, m.Notification]:
+    """These notifications, each row locked for this transaction (those that exist)."""
+    return {
+        row.id: row
+        for row in await session.scalars(
+            select(m.Notification)
+            .where(m.Notification.id.in_(ids))
+            .order_by(m.Notification.id)  # locks taken in one order: no deadlock
+            .with_for_update()
+        )
+    }
 
 
 def _layers(ids: list[str], rows: dict[str, m.Notification]) -> list[list[str]]:
@@ -575,15 +580,7 @@ async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list
     ids = [claimed.message.notification_id for claimed, _ in results]
     try:
         async with rt.sessions.begin() as session:
-            rows = {
-                row.id: row
-                for row in await session.scalars(
-                    select(m.Notification)
-                    .where(m.Notification.id.in_(ids))
-                    .order_by(m.Notification.id)  # locks taken in one order: no deadlock
-                    .with_for_update()
-                )
-            }
+            rows = await _lock(session, ids)
             attempts = {
                 (a.notification_id, a.attempt_no): a
                 for a in await session.scalars(
