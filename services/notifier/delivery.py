@@ -307,40 +307,13 @@ async def _claim_row(
             return None
         later = await put_off_until(session, row, now)
         if later is not None:
-            row.status = check_transition(row.status, Status.SCHEDULED)
-            row.send_at, row.updated_at = later, now
-            audit.record(
-                session,
-                at=now,
-                actor=ACTOR,
-                action="notification.put_off",
-                case_id=row.case_id,
-                notification_id=row.id,
-                reason="outside_safe_window",
-            )
-            log.info("notification.put_off", notification_id=row.id, until=later.isoformat())
+            _put_off(session, row, later, now, "outside_safe_window")
             return None
         channel = channels.get(row.channel or "")
         if channel is not None and channel.finds_by_words and _earlier_unresolved(session, row):
             # Settled by the re-drive (it asks the provider) within `CAREHUB_REDRIVE_AFTER_S`.
-            wait = max(1.0, rt.settings.redrive_after_s / 2)
-            row.status = check_transition(row.status, Status.SCHEDULED)
-            row.send_at, row.updated_at = now + timedelta(seconds=wait), now
-            audit.record(
-                session,
-                at=now,
-                actor=ACTOR,
-                action="notification.put_off",
-                case_id=row.case_id,
-                notification_id=row.id,
-                reason="earlier_message_unresolved",
-            )
-            log.info(
-                "notification.put_off",
-                notification_id=row.id,
-                until=row.send_at.isoformat(),
-                reason="earlier_message_unresolved",
-            )
+            wait = timedelta(seconds=max(1.0, rt.settings.redrive_after_s / 2))
+            _put_off(session, row, now + wait, now, "earlier_message_unresolved")
             return None
     if previous is not None and previous.body is not None and previous.to_address:
         # The same words to the same address as the attempt that was cut off.
@@ -419,6 +392,24 @@ async def _claim_row(
     if ask_first:
         since = first
     return Claim(message, row.attempts, resume, since, first, ask_first)
+
+
+def _put_off(
+    session: AsyncSession, row: m.Notification, until: datetime, now: datetime, reason: str
+) -> None:
+    """Back to `scheduled`, to be queued again at `until`."""
+    row.status = check_transition(row.status, Status.SCHEDULED)
+    row.send_at, row.updated_at = until, now
+    audit.record(
+        session,
+        at=now,
+        actor=ACTOR,
+        action="notification.put_off",
+        case_id=row.case_id,
+        notification_id=row.id,
+        reason=reason,
+    )
+    log.info("notification.put_off", notification_id=row.id, until=until.isoformat(), reason=reason)
 
 
 def _finish(

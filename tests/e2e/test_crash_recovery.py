@@ -22,7 +22,8 @@ from sqlalchemy import func, select
 from services.core.db import models as m
 from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.embedded_broker import free_port
-from tests.e2e.processes import REPO, CarehubProcess, base_env, wait_until
+from tests.conftest import REPO
+from tests.e2e.processes import CarehubProcess, base_env, wait_until
 from tests.integration.test_pipeline import add_team, arrested, crime_recorded
 
 CASES = 120  # each: crime_recorded and suspect_arrested, 2 notifications each
@@ -70,6 +71,48 @@ async def counts(url: str) -> dict[str, int]:
         await engine.dispose()
 
 
+async def separate_processes(
+    pg_url: str, tmp_path: Path, clock_file: Path
+) -> tuple[Path, CarehubProcess, dict[str, CarehubProcess]]:
+    """A seeded database, the broker started, and each service ready to start as its own
+    process over the outbox: (outbox, broker, services)."""
+    await seed_team(pg_url)
+    port = free_port()
+    outbox = tmp_path / "outbox"
+    env = base_env(
+        CAREHUB_DATABASE_URL=pg_url,
+        CAREHUB_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
+        CAREHUB_EMBEDDED_BROKER_PORT=str(port),
+        CAREHUB_OUTBOX_DIR=str(outbox),
+        CAREHUB_HTTP_PORT="0",
+        CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000",
+        CAREHUB_KAFKA_MAX_RECORDS="20",
+        CAREHUB_REDRIVE_AFTER_S="20",
+        CAREHUB_LOG_LEVEL="INFO",
+        CAREHUB_CLOCK_FILE=str(clock_file),
+    )
+    broker = CarehubProcess("broker", ["broker"], env, tmp_path).start()
+    names = ("ingest", "rules", "dispatcher", "notifier")
+    procs = {name: CarehubProcess(name, ["run", "--only", name], env, tmp_path) for name in names}
+    return outbox, broker, procs
+
+
+async def delivered_once(pg_url: str, outbox: Path, events: int, expected: int) -> None:
+    """Wait until every event is processed and `expected` notifications are delivered; then
+    check the outbox took each exactly once (its journal: one line a hand-over)."""
+
+    async def all_delivered() -> bool:
+        c = await counts(pg_url)
+        return c["processed"] == events and c["delivered"] == expected
+
+    await wait_until(all_delivered, 120, f"{expected} delivered notifications")
+    await asyncio.sleep(1.5)  # give a doubled delivery, if there were one, time to appear
+    journal = Counter(line.split()[0] for line in (outbox / "journal.log").read_text().splitlines())
+    doubled = {nid: n for nid, n in journal.items() if n > 1}
+    assert not doubled, f"handed over more than once: {doubled}"
+    assert len(journal) == expected
+
+
 def post_slowly(url: str, items: list[dict[str, Any]], done: threading.Event) -> None:
     with httpx.Client(base_url=url, timeout=30) as client:
         for start in range(0, len(items), BATCH):
@@ -87,26 +130,7 @@ def post_slowly(url: str, items: list[dict[str, Any]], done: threading.Event) ->
 async def test_sigkill_mid_stream_loses_and_doubles_nothing(
     pg_url: str, tmp_path: Path, clock_file: Path
 ) -> None:
-    await seed_team(pg_url)
-    port = free_port()
-    outbox = tmp_path / "outbox"
-    env = base_env(
-        CAREHUB_DATABASE_URL=pg_url,
-        CAREHUB_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
-        CAREHUB_EMBEDDED_BROKER_PORT=str(port),
-        CAREHUB_OUTBOX_DIR=str(outbox),
-        CAREHUB_HTTP_PORT="0",
-        CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000",
-        CAREHUB_KAFKA_MAX_RECORDS="20",
-        CAREHUB_REDRIVE_AFTER_S="20",
-        CAREHUB_LOG_LEVEL="INFO",
-        CAREHUB_CLOCK_FILE=str(clock_file),
-    )
-    broker = CarehubProcess("broker", ["broker"], env, tmp_path).start()
-    procs = {
-        name: CarehubProcess(name, ["run", "--only", name], env, tmp_path)
-        for name in ("ingest", "rules", "dispatcher", "notifier")
-    }
+    outbox, broker, procs = await separate_processes(pg_url, tmp_path, clock_file)
     try:
         for proc in procs.values():
             proc.start()
@@ -133,23 +157,11 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(
         assert posted.is_set()
 
         expected = CASES * 4
-
-        async def all_delivered() -> bool:
-            c = await counts(pg_url)
-            return c["processed"] == len(items) and c["delivered"] == expected
-
-        await wait_until(all_delivered, 120, f"{expected} delivered notifications")
-        await asyncio.sleep(1.5)  # give a doubled delivery, if there were one, time to appear
+        await delivered_once(pg_url, outbox, len(items), expected)
         final = await counts(pg_url)
         assert final == {"processed": len(items), "delivered": expected, "notifications": expected}
         files = list(outbox.glob("*.json"))
         assert len(files) == expected
-        journal = Counter(
-            line.split()[0] for line in (outbox / "journal.log").read_text().splitlines()
-        )
-        doubled = {nid: n for nid, n in journal.items() if n > 1}
-        assert not doubled, f"handed over more than once: {doubled}"
-        assert len(journal) == expected
         roles = Counter(json.loads(p.read_text())["template"] for p in files)
         assert roles == {
             "survivor_welcome": CASES,
@@ -179,24 +191,8 @@ async def test_sigterm_under_load_stops_in_the_grace_period_and_hands_back_the_r
     finishes or hands back what it holds and exits 0 well within the grace period its manifest
     gives it (so Kubernetes never has to SIGKILL it); started again, the stack delivers every
     notification exactly once."""
-    await seed_team(pg_url)
-    port = free_port()
-    outbox = tmp_path / "outbox"
-    env = base_env(
-        CAREHUB_DATABASE_URL=pg_url,
-        CAREHUB_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
-        CAREHUB_EMBEDDED_BROKER_PORT=str(port),
-        CAREHUB_OUTBOX_DIR=str(outbox),
-        CAREHUB_HTTP_PORT="0",
-        CAREHUB_KAFKA_SESSION_TIMEOUT_MS="6000",
-        CAREHUB_KAFKA_MAX_RECORDS="20",
-        CAREHUB_REDRIVE_AFTER_S="20",
-        CAREHUB_LOG_LEVEL="INFO",
-        CAREHUB_CLOCK_FILE=str(clock_file),
-    )
-    broker = CarehubProcess("broker", ["broker"], env, tmp_path).start()
-    names = ("ingest", "rules", "dispatcher", "notifier")
-    procs = {name: CarehubProcess(name, ["run", "--only", name], env, tmp_path) for name in names}
+    outbox, broker, procs = await separate_processes(pg_url, tmp_path, clock_file)
+    names = tuple(procs)
     try:
         for proc in procs.values():
             proc.start()
@@ -239,20 +235,7 @@ async def test_sigterm_under_load_stops_in_the_grace_period_and_hands_back_the_r
             procs[name].start()
         feeder.join(timeout=120)
         assert posted.is_set()
-        expected = CASES * 4
-
-        async def all_delivered() -> bool:
-            c = await counts(pg_url)
-            return c["processed"] == len(items) and c["delivered"] == expected
-
-        await wait_until(all_delivered, 120, f"{expected} delivered notifications")
-        await asyncio.sleep(1.5)  # give a doubled delivery, if there were one, time to appear
-        journal = Counter(
-            line.split()[0] for line in (outbox / "journal.log").read_text().splitlines()
-        )
-        doubled = {nid: n for nid, n in journal.items() if n > 1}
-        assert not doubled, f"handed over more than once: {doubled}"
-        assert len(journal) == expected
+        await delivered_once(pg_url, outbox, len(items), CASES * 4)
     finally:
         for proc in procs.values():
             proc.stop()
