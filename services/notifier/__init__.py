@@ -21,10 +21,10 @@ from services.notifier.channels import channels_from_settings
 from services.notifier.delivery import (
     Claim,
     Outcome,
+    Step,
     _announce,
-    claim_many,
     hand_over,
-    record_many,
+    record_and_claim,
 )
 from services.notifier.rate_limit import SendRateLimiter
 
@@ -41,8 +41,9 @@ class Together(Generic[T, R]):
     so under load a transaction carries several recipients' notifications, and alone one
     carries one, as before. `run` answers a round in order, an Exception standing for that
     request's own error. One recipient's notifications still go one at a time (the next is
-    claimed once the one before is recorded): a resumed send is matched at the provider by its
-    number and words, which is only unambiguous with one message of theirs in flight.
+    claimed in the transaction that records the one before): a resumed send is matched at the
+    provider by its number and words, which is only unambiguous with one message of theirs in
+    flight.
     """
 
     def __init__(self, run: Callable[[list[T]], Awaitable[list[R | Exception]]], most: int) -> None:
@@ -88,36 +89,31 @@ def mount(rt: Runtime, app: FastAPI) -> None:
     app.include_router(providers.router(rt, _announce))
     rt.extras["notifier.channels"] = channels
 
-    async def claim_round(ids: list[str]) -> list[Claim | None | Exception]:
-        claims = await claim_many(rt, channels, ids)
-        return [claims[nid] for nid in ids]
-
-    # Claims and records of the deliveries in flight share their transactions; each delivery
-    # still claims right before its own send, and no transaction is open during a send.
-    most = rt.settings.notifier_concurrency
-    claims: Together[str, Claim | None] = Together(claim_round, most)
-    recorded: Together[tuple[Claim, Outcome], str] = Together(
-        lambda sent: record_many(rt, sent), most
+    # The steps of the deliveries in flight share their transactions: each step records one
+    # recipient's send and claims their next message. Each message is still claimed right
+    # before its own send, and no transaction is open during a send.
+    steps: Together[Step, Claim | None] = Together(
+        lambda batch: record_and_claim(rt, channels, batch), rt.settings.notifier_concurrency
     )
-
-    async def deliver_one(nid: str) -> None:
-        claimed = await claims.ask(nid)
-        if claimed is None:
-            return
-        outcome = await hand_over(rt, channels, claimed, limiter)
-        await recorded.ask((claimed, outcome))
 
     async def send_in_order(ids: list[str]) -> None:
         """One recipient's notifications, one after another, in the order they came."""
-        for nid in ids:
-            if nid in in_flight:
-                continue  # already being sent by this process (a re-driven record)
-            in_flight.add(nid)
-            try:
-                async with slots:
-                    await deliver_one(nid)
-            finally:
-                in_flight.discard(nid)
+        # One already being sent by this process (a re-driven record) is left to that send.
+        mine = [nid for nid in ids if nid not in in_flight]
+        in_flight.update(mine)
+        try:
+            async with slots:
+                sent: tuple[Claim, Outcome] | None = None
+                for nid in [*mine, None]:
+                    if sent is None and nid is None:
+                        break
+                    # Record the last send (if any) and claim this one (if any), together.
+                    claimed = await steps.ask((sent, nid))
+                    sent = None
+                    if claimed is not None:
+                        sent = (claimed, await hand_over(rt, channels, claimed, limiter))
+        finally:
+            in_flight.difference_update(mine)
 
     @rt.broker.subscriber(NOTIFICATIONS_DUE.name, **batch_subscriber_options(rt.settings, NAME))  # type: ignore[untyped-decorator]
     async def on_due(records: list[Any]) -> None:

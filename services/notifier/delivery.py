@@ -130,20 +130,7 @@ async def claim_many(
     try:
         async with rt.sessions.begin() as session:
             rows = await _lock(session, notification_ids)
-            held = await _read_ahead(session, list(rows.values()))
-            claims: dict[str, Claim | None | Exception] = {}
-            for layer in _layers(notification_ids, rows):
-                # Within a layer no two rows are about one survivor, and a claim only reads
-                # what it writes about its own survivor (their messages, tasks and letters):
-                # so nothing need be flushed between them, and the layer's writes go together.
-                with session.no_autoflush:
-                    for nid in layer:
-                        claims[nid] = await _claim_row(
-                            session, rt, channels, nid, rows.get(nid), now
-                        )
-                await session.flush()
-            del held
-            return claims
+            return await _claim_in(session, rt, channels, notification_ids, rows, now)
     except Exception:  # noqa: BLE001 - find the one at fault: each on its own
         if len(notification_ids) == 1:
             raise
@@ -154,6 +141,29 @@ async def claim_many(
         except Exception as exc:  # noqa: BLE001 - handed to the caller that asked for it
             alone[nid] = exc
     return alone
+
+
+async def _claim_in(
+    session: AsyncSession,
+    rt: Runtime,
+    channels: dict[str, DeliveryChannel],
+    ids: list[str],
+    rows: dict[str, m.Notification],
+    now: datetime,
+) -> dict[str, Claim | None | Exception]:
+    """Claim `ids` (their `rows` locked) in this transaction."""
+    held = await _read_ahead(session, [rows[nid] for nid in ids if nid in rows])
+    claims: dict[str, Claim | None | Exception] = {}
+    for layer in _layers(ids, rows):
+        # Within a layer no two rows are about one survivor, and a claim only reads what it
+        # writes about its own survivor (their messages, tasks and letters): so nothing need be
+        # flushed between them, and the layer's writes go together.
+        with session.no_autoflush:
+            for nid in layer:
+                claims[nid] = await _claim_row(session, rt, channels, nid, rows.get(nid), now)
+        await session.flush()
+    del held
+    return claims
 
 
 async def _lock(session: AsyncSession, ids: list[str]) -> dict[str, m.Notification]:
@@ -572,26 +582,7 @@ async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list
     try:
         async with rt.sessions.begin() as session:
             rows = await _lock(session, ids)
-            attempts = {
-                (a.notification_id, a.attempt_no): a
-                for a in await session.scalars(
-                    select(m.DeliveryAttempt).where(m.DeliveryAttempt.notification_id.in_(ids))
-                )
-            }
-            recorded: list[tuple[str, dict[str, Any] | None]] = []
-            for claimed, outcome in results:
-                nid = claimed.message.notification_id
-                recorded.append(
-                    await _record_row(
-                        session,
-                        rt,
-                        claimed,
-                        outcome,
-                        rows[nid],
-                        attempts.get((nid, claimed.attempt_no)),
-                        now,
-                    )
-                )
+            recorded = await _record_in(session, rt, results, rows, now)
     except Exception:  # noqa: BLE001 - find the one at fault: each on its own
         if len(results) == 1:
             raise
@@ -602,6 +593,109 @@ async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list
             except Exception as exc:  # noqa: BLE001 - handed to the caller that asked for it
                 alone.append(exc)
         return alone
+    await _announce_all(rt, results, recorded)
+    return [status for status, _ in recorded]
+
+
+Step = tuple[tuple[Claim, Outcome] | None, str | None]
+
+
+async def record_and_claim(
+    rt: Runtime, channels: dict[str, DeliveryChannel], steps: list[Step]
+) -> list[Claim | None | Exception]:
+    """For each step, record a send's outcome and then claim the recipient's next notification,
+    all in one transaction: one instead of two for each message of a recipient's queue. Either
+    half of a step may be None. A step's answer is its claim (None if there was nothing to
+    send), or the error of its record or claim.
+
+    A step's next notification is claimed only once its send is recorded: if the transaction
+    fails, the records are done on their own (`record_many`), then the claims of those whose
+    record stood (`claim_many`); a step whose record failed gets that error and claims nothing.
+    """
+    results = [record for record, _ in steps if record is not None]
+    claim_ids = [nid for _, nid in steps if nid is not None]
+    if not results:
+        return _claims_of(steps, [], await claim_many(rt, channels, claim_ids) if claim_ids else {})
+    now = rt.clock.now()
+    ids = [claimed.message.notification_id for claimed, _ in results]
+    try:
+        async with rt.sessions.begin() as session:
+            rows = await _lock(session, ids + claim_ids)
+            recorded = await _record_in(session, rt, results, rows, now)
+            await session.flush()  # the claims see these sends settled
+            claims = await _claim_in(session, rt, channels, claim_ids, rows, now)
+    except Exception:  # noqa: BLE001 - each half on its own, then one by one
+        try:
+            statuses = await record_many(rt, results)
+        except Exception as exc:  # noqa: BLE001 - the one record's own error (record_many re-raises)
+            statuses = [exc]
+        failed = iter(isinstance(status, Exception) for status in statuses)
+        still = [
+            (record, nid)
+            for record, nid in steps
+            if not (record is not None and next(failed))  # a failed record claims nothing
+        ]
+        wanted = [nid for _, nid in still if nid is not None]
+        claims = await claim_many(rt, channels, wanted) if wanted else {}
+        return _claims_of(steps, statuses, claims)
+    await _announce_all(rt, results, recorded)
+    return _claims_of(steps, [status for status, _ in recorded], claims)
+
+
+def _claims_of(
+    steps: list[Step],
+    statuses: list[str | Exception],
+    claims: dict[str, Claim | None | Exception],
+) -> list[Claim | None | Exception]:
+    answers: list[Claim | None | Exception] = []
+    recorded = iter(statuses)
+    for record, nid in steps:
+        status = next(recorded) if record is not None else None
+        if isinstance(status, Exception):
+            answers.append(status)
+        else:
+            answers.append(claims.get(nid) if nid is not None else None)
+    return answers
+
+
+async def _record_in(
+    session: AsyncSession,
+    rt: Runtime,
+    results: list[tuple[Claim, Outcome]],
+    rows: dict[str, m.Notification],
+    now: datetime,
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """Record these sends (their `rows` locked) in this transaction: each one's status and the
+    status event to announce once it is committed."""
+    ids = [claimed.message.notification_id for claimed, _ in results]
+    attempts = {
+        (a.notification_id, a.attempt_no): a
+        for a in await session.scalars(
+            select(m.DeliveryAttempt).where(m.DeliveryAttempt.notification_id.in_(ids))
+        )
+    }
+    recorded: list[tuple[str, dict[str, Any] | None]] = []
+    for claimed, outcome in results:
+        nid = claimed.message.notification_id
+        recorded.append(
+            await _record_row(
+                session,
+                rt,
+                claimed,
+                outcome,
+                rows[nid],
+                attempts.get((nid, claimed.attempt_no)),
+                now,
+            )
+        )
+    return recorded
+
+
+async def _announce_all(
+    rt: Runtime,
+    results: list[tuple[Claim, Outcome]],
+    recorded: list[tuple[str, dict[str, Any] | None]],
+) -> None:
     announcements = [
         (json.dumps(event).encode(), NOTIFICATIONS_STATUS.name, claimed.message.case_urn.encode())
         for (claimed, _), (_, event) in zip(results, recorded, strict=True)
@@ -611,7 +705,6 @@ async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list
         await publish_all(rt.broker, announcements, headers=STATUS_HEADERS)
     except Exception as exc:  # noqa: BLE001 - the database row is the record; this is a courtesy
         log.warning("status.publish_failed", error=type(exc).__name__)
-    return [status for status, _ in recorded]
 
 
 async def _record_row(

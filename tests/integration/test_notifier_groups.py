@@ -12,7 +12,9 @@ Events are recorded and decided the real way and released by the dispatcher, wit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +29,14 @@ from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.runtime import Runtime
 from services.ingest.recording import record_event
 from services.notifier.channels import channels_from_settings
-from services.notifier.delivery import Claim, claim, claim_many, hand_over, record_many
+from services.notifier.delivery import (
+    Claim,
+    claim,
+    claim_many,
+    hand_over,
+    record_and_claim,
+    record_many,
+)
 from services.notifier.twilio_standin import running_standin
 from services.rules.consumer import RulesConsumer
 from services.rules.dispatcher import release_due
@@ -256,3 +265,52 @@ async def test_a_resumed_text_never_takes_the_next_ones_message(
 async def channel_of(rt: Runtime, nid: str) -> str | None:
     async with rt.sessions() as session:
         return (await session.get_one(m.Notification, nid)).channel
+
+
+async def test_a_send_is_recorded_and_the_next_claimed_in_one_step(rt: Runtime) -> None:
+    """The notifier's steps: each records a recipient's last send and claims their next
+    message; a step whose record fails claims nothing (its next message stays queued), and the
+    other steps of the round are unharmed."""
+    channels = channels_from_settings(rt.settings, rt.sessions)
+    ids = await queued_for(rt, "01AB2000124", "a-")
+    async with rt.sessions() as session:
+        rows = [await session.get_one(m.Notification, nid) for nid in ids]
+    queues: dict[str, list[str]] = {}
+    for row in rows:
+        queues.setdefault(row.recipient_role, []).append(row.id)
+    assert [len(q) for q in queues.values()] == [2, 2]  # the ISVA's e-mails, the survivor's texts
+    (first_a, next_a), (first_b, next_b) = queues.values()
+
+    claims = await record_and_claim(rt, channels, [(None, first_a), (None, first_b)])
+    assert all(isinstance(c, Claim) for c in claims)
+    sent = [(c, await hand_over(rt, channels, c)) for c in claims if isinstance(c, Claim)]
+    # The record of the first queue's send is broken (its notification does not exist).
+    broken = dataclasses.replace(
+        sent[0][0],
+        message=dataclasses.replace(sent[0][0].message, notification_id=str(uuid.uuid4())),
+    )
+    answers = await record_and_claim(
+        rt, channels, [((broken, sent[0][1]), next_a), (sent[1], next_b)]
+    )
+    assert isinstance(answers[0], Exception)
+    assert isinstance(answers[1], Claim) and answers[1].message.notification_id == next_b
+    async with rt.sessions() as session:
+        status = {
+            row.id: row.status
+            for row in await session.scalars(
+                select(m.Notification).where(m.Notification.id.in_(ids))
+            )
+        }
+    assert status == {
+        first_a: "sending",  # its record failed: the re-drive settles it
+        next_a: "queued",  # so the next was not claimed
+        first_b: "delivered",
+        next_b: "sending",
+    }
+    last = answers[1]
+    done = await record_and_claim(
+        rt, channels, [((last, await hand_over(rt, channels, last)), None)]
+    )
+    assert done == [None]
+    async with rt.sessions() as session:
+        assert (await session.get_one(m.Notification, next_b)).status == "delivered"
