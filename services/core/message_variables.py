@@ -67,7 +67,13 @@ async def _advocate_for(
     if row.advocate_id is not None:
         return await session.get(m.Advocate, row.advocate_id)
     if row.survivor_id is not None:
-        advocate = (await current_advocates(session, [row.survivor_id], now)).get(row.survivor_id)
+        read, known = session.info.get(ADVOCATES_READ, (None, {}))
+        advocate: m.Advocate | None
+        if read == now and row.survivor_id in known:
+            advocate = known[row.survivor_id]
+        else:
+            found = await current_advocates(session, [row.survivor_id], now)
+            advocate = found.get(row.survivor_id)
         if advocate is not None:
             return advocate
     return await stand_in_supervisor(session, case)
@@ -80,6 +86,92 @@ async def _fallback_text(session: AsyncSession, row: m.Notification) -> str:
     related = await session.get(m.Notification, row.related_id)
     when = related.send_at if related is not None else None
     return due_text(when or row.due_by, row.language, with_time=when is not None)
+
+
+# What `read_ahead_for_advocates` put in a session for a group of messages (session.info keys):
+# the claims of a group then ask the database nothing more about these.
+ADVOCATES_READ = "carehub.current_advocates"  # (now, {survivor id: their advocate or None})
+SURVIVOR_DECISIONS_READ = "carehub.survivor_decisions"  # {(event, survivor): decision or None}
+LETTERS_READ = "carehub.duty_letters"  # {(event, survivor): statuses of its duty letters}
+
+EventSurvivor = tuple[int, int]
+
+
+async def survivor_decisions(
+    session: AsyncSession, keys: list[EventSurvivor]
+) -> dict[EventSurvivor, tuple[str, str | None]]:
+    """The decision about each survivor's own message about each event (the first, if any)."""
+    found: dict[EventSurvivor, tuple[str, str | None]] = {}
+    rows = await session.execute(
+        select(
+            m.DecisionRow.case_event_id,
+            m.DecisionRow.survivor_id,
+            m.DecisionRow.outcome,
+            m.DecisionRow.hold_reason,
+        )
+        .where(
+            m.DecisionRow.case_event_id.in_(sorted({event for event, _ in keys})),
+            m.DecisionRow.survivor_id.in_(sorted({survivor for _, survivor in keys})),
+            m.DecisionRow.recipient_role == "survivor",
+            # An escalation is recorded against the survivor too; it is not their message.
+            m.DecisionRow.outcome.in_(("send", "hold", "suppress")),
+            # Nor is a letter the Code requires besides it: `letter` says what became of that.
+            m.DecisionRow.rule.not_like(f"%{LETTER_RULE_SUFFIX}"),
+        )
+        .order_by(m.DecisionRow.id)
+    )
+    for event, survivor, outcome, reason in rows:
+        if survivor is not None:
+            found.setdefault((event, survivor), (outcome, reason))
+    return found
+
+
+async def letter_statuses(
+    session: AsyncSession, keys: list[EventSurvivor]
+) -> dict[EventSurvivor, list[str]]:
+    """The statuses of the letters the Code requires about each event, for each survivor."""
+    found: dict[EventSurvivor, list[str]] = {key: [] for key in keys}
+    rows = await session.execute(
+        select(
+            m.Notification.case_event_id, m.Notification.survivor_id, m.Notification.status
+        ).where(
+            m.Notification.case_event_id.in_(sorted({event for event, _ in keys})),
+            m.Notification.survivor_id.in_(sorted({survivor for _, survivor in keys})),
+            m.Notification.recipient_role == "survivor",
+            m.Notification.channel == LETTER_CHANNEL,
+            m.Notification.rule.like(f"%{LETTER_RULE_SUFFIX}"),
+        )
+    )
+    for event, survivor, status in rows:
+        if survivor is not None and (event, survivor) in found:
+            found[(event, survivor)].append(status)
+    return found
+
+
+async def read_ahead_for_advocates(
+    session: AsyncSession, rows: list[m.Notification], now: datetime
+) -> None:
+    """Read what `address_and_variables` asks about these messages' survivors in three queries
+    for the group (their current advocates, their own messages' decisions, the Code's letters)
+    and keep it in the session for it. Only for a transaction that writes none of these."""
+    survivors = sorted(
+        {r.survivor_id for r in rows if r.advocate_id is None and r.survivor_id is not None}
+    )
+    if survivors:
+        session.info[ADVOCATES_READ] = (now, await current_advocates(session, survivors, now))
+        for survivor_id in survivors:
+            session.info[ADVOCATES_READ][1].setdefault(survivor_id, None)
+    about = sorted(
+        {
+            (r.case_event_id, r.survivor_id)
+            for r in rows
+            if r.recipient_role != "survivor" and r.survivor_id is not None
+        }
+    )
+    if about:
+        decisions = await survivor_decisions(session, about)
+        session.info[SURVIVOR_DECISIONS_READ] = {key: decisions.get(key) for key in about}
+        session.info[LETTERS_READ] = await letter_statuses(session, about)
 
 
 SURVIVOR_MESSAGE = {
@@ -97,22 +189,9 @@ async def _survivor_message(session: AsyncSession, row: m.Notification) -> str:
     """What became of the survivor's own message about the same event, for the advocate."""
     if row.survivor_id is None:
         return "none"
-    decision = (
-        await session.execute(
-            select(m.DecisionRow.outcome, m.DecisionRow.hold_reason)
-            .where(
-                m.DecisionRow.case_event_id == row.case_event_id,
-                m.DecisionRow.survivor_id == row.survivor_id,
-                m.DecisionRow.recipient_role == "survivor",
-                # An escalation is recorded against the survivor too; it is not their message.
-                m.DecisionRow.outcome.in_(("send", "hold", "suppress")),
-                # Nor is a letter the Code requires besides it: `letter` says what became of that.
-                m.DecisionRow.rule.not_like(f"%{LETTER_RULE_SUFFIX}"),
-            )
-            .order_by(m.DecisionRow.id)
-            .limit(1)
-        )
-    ).first()
+    key = (row.case_event_id, row.survivor_id)
+    known = session.info.get(SURVIVOR_DECISIONS_READ, {})
+    decision = known[key] if key in known else (await survivor_decisions(session, [key])).get(key)
     if decision is None:
         return "none"
     outcome, reason = decision
@@ -126,17 +205,9 @@ async def _duty_letter(session: AsyncSession, row: m.Notification) -> str:
     "held" (it waits for them, like held news), "sent" (queued for post or posted) or "none"."""
     if row.survivor_id is None:
         return "none"
-    statuses = (
-        await session.scalars(
-            select(m.Notification.status).where(
-                m.Notification.case_event_id == row.case_event_id,
-                m.Notification.survivor_id == row.survivor_id,
-                m.Notification.recipient_role == "survivor",
-                m.Notification.channel == LETTER_CHANNEL,
-                m.Notification.rule.like(f"%{LETTER_RULE_SUFFIX}"),
-            )
-        )
-    ).all()
+    key = (row.case_event_id, row.survivor_id)
+    known = session.info.get(LETTERS_READ, {})
+    statuses = known[key] if key in known else (await letter_statuses(session, [key]))[key]
     if Status.HELD in statuses:
         return "held"
     gone = (Status.FAILED, Status.SUPPRESSED, Status.CANCELLED, Status.EXPIRED)

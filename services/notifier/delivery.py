@@ -32,6 +32,7 @@ from services.core.logs import get_logger
 from services.core.message_variables import (
     Undeliverable,
     address_and_variables,
+    read_ahead_for_advocates,
 )
 from services.core.notifications import move
 from services.core.rendering import TemplateError, render
@@ -112,7 +113,7 @@ async def claim(
     async with rt.sessions.begin() as session:
         row = await session.get(m.Notification, notification_id, with_for_update=True)
         if row is not None:
-            await _read_unresolved(session, [row])
+            await _read_unresolved(session, channels, [row])
         return await _claim_row(session, rt, channels, notification_id, row, now)
 
 
@@ -152,7 +153,7 @@ async def _claim_in(
     now: datetime,
 ) -> dict[str, Claim | None | Exception]:
     """Claim `ids` (their `rows` locked) in this transaction."""
-    held = await _read_ahead(session, [rows[nid] for nid in ids if nid in rows])
+    held = await _read_ahead(session, channels, [rows[nid] for nid in ids if nid in rows], now)
     claims: dict[str, Claim | None | Exception] = {}
     for layer in _layers(ids, rows):
         # Within a layer no two rows are about one survivor, and a claim only reads what it
@@ -197,10 +198,17 @@ def _layers(ids: list[str], rows: dict[str, m.Notification]) -> list[list[str]]:
     return layers
 
 
-async def _read_ahead(session: AsyncSession, rows: list[m.Notification]) -> list[Any]:
+async def _read_ahead(
+    session: AsyncSession,
+    channels: dict[str, DeliveryChannel],
+    rows: list[m.Notification],
+    now: datetime,
+) -> list[Any]:
     """Load the cases, events, survivors and advocates the claims will ask for by id, in one
     query each: `session.get` then finds them in the session instead of asking one by one
-    (while the caller holds the returned list: the session only keeps weak references)."""
+    (while the caller holds the returned list: the session only keeps weak references). And
+    what their words need about the survivors (`read_ahead_for_advocates`), their current
+    preferences and which recipients have a text unresolved, in one query each for the group."""
     loaded: list[Any] = []
     wanted: list[tuple[Any, set[Any]]] = [
         (m.Case, {r.case_id for r in rows}),
@@ -211,7 +219,8 @@ async def _read_ahead(session: AsyncSession, rows: list[m.Notification]) -> list
     for model, ids in wanted:
         if ids:
             loaded += (await session.scalars(select(model).where(model.id.in_(sorted(ids))))).all()
-    await _read_unresolved(session, rows)
+    await _read_unresolved(session, channels, rows)
+    await read_ahead_for_advocates(session, rows, now)
     # The survivors' current preferences, into the memo `preference_of` keeps per session.
     survivors = sorted({r.survivor_id for r in rows if r.survivor_id is not None})
     if survivors:
@@ -230,13 +239,16 @@ def _recipient(row: m.Notification) -> tuple[str, int | None, str | None]:
 UNRESOLVED = "carehub.unresolved"
 
 
-async def _read_unresolved(session: AsyncSession, rows: list[m.Notification]) -> None:
+async def _read_unresolved(
+    session: AsyncSession, channels: dict[str, DeliveryChannel], rows: list[m.Notification]
+) -> None:
     """Note in the session which of these rows' recipients have a send still unresolved (a
-    notification left `sending`, other than these rows), for `_earlier_unresolved`; the rows
-    themselves are watched as they are claimed."""
-    survivors = {r.survivor_id for r in rows if r.recipient_role == "survivor" and r.survivor_id}
-    advocates = {r.advocate_id for r in rows if r.recipient_role != "survivor" and r.advocate_id}
-    ids = [r.id for r in rows]
+    notification left `sending`, other than these rows) on a channel that finds messages by
+    words, for `_earlier_unresolved`; the rows themselves are watched as they are claimed."""
+    wordy = {name for name, channel in channels.items() if channel.finds_by_words}
+    asking = [r for r in rows if r.channel in wordy]
+    survivors = {r.survivor_id for r in asking if r.recipient_role == "survivor" and r.survivor_id}
+    advocates = {r.advocate_id for r in asking if r.recipient_role != "survivor" and r.advocate_id}
     people = []
     if survivors:
         people.append(
@@ -250,14 +262,21 @@ async def _read_unresolved(session: AsyncSession, rows: list[m.Notification]) ->
         )
     found: set[tuple[str, int | None, str | None]] = set()
     if people:
-        for other in await session.scalars(
-            select(m.Notification).where(
+        others = await session.execute(
+            select(
+                m.Notification.recipient_role,
+                m.Notification.survivor_id,
+                m.Notification.advocate_id,
+                m.Notification.channel,
+            ).where(
                 m.Notification.status == Status.SENDING,
-                m.Notification.id.not_in(ids),
+                m.Notification.channel.in_(sorted(wordy)),
+                m.Notification.id.not_in([r.id for r in rows]),
                 or_(*people),
             )
-        ):
-            found.add(_recipient(other))
+        )
+        for role, survivor_id, advocate_id, channel in others:
+            found.add((role, survivor_id if role == "survivor" else advocate_id, channel))
     session.info[UNRESOLVED] = (found, {r.id: r for r in rows})
 
 

@@ -15,12 +15,13 @@ import contextlib
 import dataclasses
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from services.core.calendar import load_calendar
 from services.core.clock import FixedClock
@@ -76,7 +77,10 @@ async def runtime_for(settings: Any, clock: FixedClock | None = None) -> AsyncIt
     )
     async with runtime.sessions.begin() as session:
         _supervisor, isva = await add_team(session, T0)
-        for urn in ("01AB2000124", "01AB2000224"):
+        # Two survivors read Polish (no templates yet: English, and a task for their ISVA).
+        cases = [("01AB2000124", "pl"), ("01AB2000224", "pl")]
+        cases += [(f"01AB2000{n}24", "en") for n in range(3, 9)]
+        for urn, language in cases:
             case = m.Case(urn=urn, opened_at=T0)
             survivor = m.Survivor(full_name="Ola Example", preferred_name="Ola", created_at=T0)
             session.add_all([case, survivor])
@@ -95,7 +99,7 @@ async def runtime_for(settings: Any, clock: FixedClock | None = None) -> AsyncIt
                         reason_code="agreed_with_survivor",
                         phone="+447700900321",
                         sms_safe=True,
-                        language="pl",  # no templates in Polish yet: English, and a task
+                        language=language,
                     ),
                 ]
             )
@@ -314,3 +318,33 @@ async def test_a_send_is_recorded_and_the_next_claimed_in_one_step(rt: Runtime) 
     assert done == [None]
     async with rt.sessions() as session:
         assert (await session.get_one(m.Notification, next_b)).status == "delivered"
+
+
+async def test_a_bigger_group_costs_no_more_statements(rt: Runtime) -> None:
+    """A group is claimed in a number of statements that does not grow with its size: what the
+    messages need (cases, events, people, preferences, the survivors' own messages and the
+    Code's letters) is read once for the group, and its writes go in a flush per layer."""
+    channels = channels_from_settings(rt.settings, rt.sessions)
+    small = await queued_for(rt, "01AB2000324", "a-")  # 4: two texts, two e-mails to the ISVA
+    large = [nid for n in range(4, 9) for nid in await queued_for(rt, f"01AB2000{n}24", f"{n}-")]
+    assert len(large) == 20
+
+    async def statements(ids: list[str]) -> Counter[str]:
+        counted: list[str] = []
+
+        def count(*args: Any) -> None:
+            counted.append(args[2].lstrip().split(None, 1)[0].upper())
+
+        event.listen(rt.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            claims = await claim_many(rt, channels, ids)
+        finally:
+            event.remove(rt.engine.sync_engine, "before_cursor_execute", count)
+        assert all(isinstance(c, Claim) for c in claims.values())
+        return Counter(counted)
+
+    of_large, of_small = await statements(large), await statements(small)
+    assert of_large["SELECT"] == of_small["SELECT"], (of_large, of_small)
+    if not rt.settings.is_sqlite:
+        # SQLite inserts a row at a time where it must return the new ids.
+        assert of_large == of_small, (of_large, of_small)
