@@ -28,7 +28,7 @@ from services.core.embedded_broker import EmbeddedBroker
 from services.core.kafka import ensure_topics, make_broker
 from services.core.keys import configure_keys
 from services.core.logs import get_logger
-from services.core.runtime import Runtime, Service
+from services.core.runtime import BackgroundTask, Runtime, Service
 from services.core.settings import Settings
 
 log = get_logger("runner")
@@ -136,7 +136,7 @@ async def running_stack(
     engine = make_engine(settings.resolved_database_url)
     server: uvicorn.Server | None = None
     tasks: list[asyncio.Task[None]] = []
-    rt_closers: list[Any] = []
+    rt_closers: list[BackgroundTask] = []
     broker = make_broker(settings)
     try:
         if settings.migrate_on_start:

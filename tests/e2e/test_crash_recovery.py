@@ -97,6 +97,27 @@ async def separate_processes(
     return outbox, broker, procs
 
 
+async def flowing(
+    pg_url: str, procs: dict[str, CarehubProcess]
+) -> tuple[list[dict[str, Any]], threading.Event, threading.Thread]:
+    """Start every service and a feeder posting the events slowly; return once the first
+    notifications are delivered: (the events, set when all are posted, the feeder)."""
+    for proc in procs.values():
+        proc.start()
+    items = events()
+    posted = threading.Event()
+    feeder = threading.Thread(
+        target=post_slowly, args=(procs["ingest"].address, items, posted), daemon=True
+    )
+    feeder.start()
+
+    async def working() -> bool:
+        return (await counts(pg_url))["delivered"] >= 10
+
+    await wait_until(working, 60, "the first deliveries")
+    return items, posted, feeder
+
+
 async def delivered_once(pg_url: str, outbox: Path, events: int, expected: int) -> None:
     """Wait until every event is processed and `expected` notifications are delivered; then
     check the outbox took each exactly once (its journal: one line a hand-over)."""
@@ -132,19 +153,7 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     outbox, broker, procs = await separate_processes(pg_url, tmp_path, clock_file)
     try:
-        for proc in procs.values():
-            proc.start()
-        items = events()
-        posted = threading.Event()
-        feeder = threading.Thread(
-            target=post_slowly, args=(procs["ingest"].address, items, posted), daemon=True
-        )
-        feeder.start()
-
-        async def working() -> bool:
-            return (await counts(pg_url))["delivered"] >= 10
-
-        await wait_until(working, 60, "the first deliveries")
+        items, posted, feeder = await flowing(pg_url, procs)
         assert not posted.is_set(), "the stream ended before the kill: not mid-stream"
         # Both consumers die at once, mid-transaction or mid-send, offsets uncommitted.
         procs["rules"].kill()
@@ -194,19 +203,7 @@ async def test_sigterm_under_load_stops_in_the_grace_period_and_hands_back_the_r
     outbox, broker, procs = await separate_processes(pg_url, tmp_path, clock_file)
     names = tuple(procs)
     try:
-        for proc in procs.values():
-            proc.start()
-        items = events()
-        posted = threading.Event()
-        feeder = threading.Thread(
-            target=post_slowly, args=(procs["ingest"].address, items, posted), daemon=True
-        )
-
-        async def working() -> bool:
-            return (await counts(pg_url))["delivered"] >= 10
-
-        feeder.start()
-        await wait_until(working, 60, "the first deliveries")
+        items, posted, feeder = await flowing(pg_url, procs)
         # Ingest keeps answering the feeder until it goes; the others stop mid-stream.
         took: dict[str, float] = {}
         codes: dict[str, int | None] = {}
