@@ -5,6 +5,7 @@ every attempt, follows receipts and inbound texts, and announces progress on
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -20,8 +21,10 @@ from services.notifier import providers
 from services.notifier.channels import channels_from_settings
 from services.notifier.delivery import (
     Claim,
+    NotYet,
     Outcome,
     Step,
+    StepAnswer,
     _announce,
     hand_over,
     record_and_claim,
@@ -29,6 +32,9 @@ from services.notifier.delivery import (
 from services.notifier.rate_limit import SendRateLimiter
 
 NAME = "notifier"
+# At most this many of one recipient's messages are claimed in one step (on a channel that finds
+# a cut-off message by our id; elsewhere one).
+RUN = 16
 log = get_logger(NAME)
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,10 +46,10 @@ class Together(Generic[T, R]):
     The first request starts a round at once; those that come while it runs wait for the next,
     so under load a transaction carries several recipients' notifications, and alone one
     carries one, as before. `run` answers a round in order, an Exception standing for that
-    request's own error. One recipient's notifications still go one at a time (the next is
-    claimed in the transaction that records the one before): a resumed send is matched at the
-    provider by its number and words, which is only unambiguous with one message of theirs in
-    flight.
+    request's own error. One recipient's notifications still go one after another (the next
+    are claimed in the transaction that records the ones before), and over Twilio or SMTP one
+    at a time: a resumed text is matched at Twilio by its number and words, which is only
+    unambiguous with one text of theirs unresolved, and SMTP cannot be asked at all.
     """
 
     def __init__(self, run: Callable[[list[T]], Awaitable[list[R | Exception]]], most: int) -> None:
@@ -90,11 +96,14 @@ def mount(rt: Runtime, app: FastAPI) -> None:
     rt.extras["notifier.channels"] = channels
 
     # The steps of the deliveries in flight share their transactions: each step records one
-    # recipient's send and claims their next message. Each message is still claimed right
-    # before its own send, and no transaction is open during a send.
-    steps: Together[Step, Claim | None] = Together(
+    # recipient's sends and claims their next messages. Each message is still claimed before its
+    # own send and recorded after it, and no transaction is open during a send.
+    steps: Together[Step, StepAnswer] = Together(
         lambda batch: record_and_claim(rt, channels, batch), rt.settings.notifier_concurrency
     )
+    # A run's sends must all begin well before another process could take a claimed message
+    # for one cut off by a crash (`CAREHUB_REDRIVE_AFTER_S`).
+    budget_s = rt.settings.redrive_after_s / 2
 
     async def send_in_order(ids: list[str]) -> None:
         """One recipient's notifications, one after another, in the order they came."""
@@ -103,17 +112,39 @@ def mount(rt: Runtime, app: FastAPI) -> None:
         in_flight.update(mine)
         try:
             async with slots:
-                sent: tuple[Claim, Outcome] | None = None
-                for nid in [*mine, None]:
-                    if sent is None and nid is None:
-                        break
-                    # Record the last send (if any) and claim this one (if any), together.
-                    claimed = await steps.ask((sent, nid))
-                    sent = None
-                    if claimed is not None:
-                        sent = (claimed, await hand_over(rt, channels, claimed, limiter))
+                await send_queue(mine)
         finally:
             in_flight.difference_update(mine)
+
+    async def send_queue(pending: list[str]) -> None:
+        """Each step records the sends before it and claims the next run of messages: up to
+        `RUN` where the channel finds a cut-off message by our id, else one (`claim_runs`).
+        The sends of a run go one after another, in order."""
+        sent: list[tuple[Claim, Outcome]] = []
+        error: Exception | None = None
+        stop = False
+        while sent or (pending and error is None and not stop):
+            take = pending[:RUN] if error is None and not stop else []
+            answer = await steps.ask((sent, take))  # raises if recording a send failed
+            sent = []
+            taken = [got for got in answer if not isinstance(got, NotYet)]
+            pending = pending[len(taken) :]  # what was not claimed yet is always the rest
+            started = time.monotonic()
+            for n, got in enumerate(taken):
+                if isinstance(got, Exception):
+                    error = error or got
+                elif got is None or stop:
+                    continue
+                elif sent and time.monotonic() - started > budget_s:
+                    # The rest stay `sending`: the re-drive finds each at the channel by our
+                    # id, or sends it; nothing after them in this queue goes before them.
+                    left = sum(isinstance(rest, Claim) for rest in taken[n:])
+                    log.warning("notifier.run_handed_back", notifications=left)
+                    stop = True
+                else:
+                    sent.append((got, await hand_over(rt, channels, got, limiter)))
+        if error is not None:
+            raise error
 
     @rt.broker.subscriber(NOTIFICATIONS_DUE.name, **batch_subscriber_options(rt.settings, NAME))  # type: ignore[untyped-decorator]
     async def on_due(records: list[Any]) -> None:

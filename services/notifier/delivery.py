@@ -119,29 +119,99 @@ async def claim(
 
 async def claim_many(
     rt: Runtime, channels: dict[str, DeliveryChannel], notification_ids: list[str]
-) -> dict[str, Claim | None | Exception]:
-    """`claim` for several notifications (of different recipients) in one transaction: each
-    row is claimed exactly as on its own, but their rows, cases, events and people are read in
-    a handful of queries and their writes go in a flush or two and one commit.
+) -> dict[str, Claim | None | Exception | NotYet]:
+    """`claim` for several notifications in one transaction: each row is claimed exactly as on
+    its own, but their rows, cases, events and people are read in a handful of queries and
+    their writes go in a flush or two and one commit."""
+    return await claim_runs(rt, channels, [[nid] for nid in notification_ids])
 
-    If claiming any of them raises, nothing of the group is kept and each is claimed again on
-    its own, so only the one at fault gets its error (as its value in the answer).
+
+async def claim_runs(
+    rt: Runtime, channels: dict[str, DeliveryChannel], runs: list[list[str]]
+) -> dict[str, Claim | None | Exception | NotYet]:
+    """Claim the next messages of several recipients' queues in one transaction, a run of
+    each recipient's in order (`_run`: several only where their channel finds a message by
+    our id); a message left out of its run is answered `NOT_YET`.
+
+    If claiming any of them raises, nothing of the group is kept and the first of each run is
+    claimed again on its own (the rest `NOT_YET`), so only the one at fault gets its error (as
+    its value in the answer).
     """
     now = rt.clock.now()
+    ids = [nid for run in runs for nid in run]
     try:
         async with rt.sessions.begin() as session:
-            rows = await _lock(session, notification_ids)
-            return await _claim_in(session, rt, channels, notification_ids, rows, now)
+            rows = await _lock(session, ids)
+            return await _claim_runs_in(session, rt, channels, runs, rows, now)
     except Exception:  # noqa: BLE001 - find the one at fault: each on its own
-        if len(notification_ids) == 1:
+        if len(ids) == 1:
             raise
-    alone: dict[str, Claim | None | Exception] = {}
-    for nid in notification_ids:
+    alone: dict[str, Claim | None | Exception | NotYet] = {}
+    for run in runs:
+        for nid in run[1:]:
+            alone[nid] = NOT_YET
         try:
-            alone[nid] = await claim(rt, channels, nid)
+            alone[run[0]] = await claim(rt, channels, run[0])
         except Exception as exc:  # noqa: BLE001 - handed to the caller that asked for it
-            alone[nid] = exc
+            alone[run[0]] = exc
     return alone
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """The answer for a message its step did not claim: it waits for the next step, behind
+    the one before it that went through a channel where one message at a time is unresolved."""
+
+
+NOT_YET = NotYet()
+
+
+def several_at_once(channel: DeliveryChannel | None) -> bool:
+    """Whether several of one recipient's messages may be unresolved (`sending`) at once on
+    this channel: it finds a message cut off by a crash by our notification id (the outbox,
+    letters). Not Twilio, which finds it by number and words (`_earlier_unresolved`), nor SMTP,
+    which cannot be asked at all: a crash would leave every one of them `unknown`."""
+    return channel is not None and channel.verifiable and not channel.finds_by_words
+
+
+def _run(
+    ids: list[str], rows: dict[str, m.Notification], channels: dict[str, DeliveryChannel]
+) -> list[str]:
+    """The first of one recipient's `ids` (in order), and those after it for as long as each
+    goes through a channel where several may be unresolved at once."""
+    run: list[str] = []
+    for nid in ids:
+        row = rows.get(nid)
+        several = (
+            row is None
+            or row.status not in (Status.QUEUED, Status.SENDING)  # skipped, whatever its channel
+            or several_at_once(channels.get(row.channel or ""))
+        )
+        if run and not several:
+            break
+        run.append(nid)
+        if not several:
+            break
+    return run
+
+
+async def _claim_runs_in(
+    session: AsyncSession,
+    rt: Runtime,
+    channels: dict[str, DeliveryChannel],
+    runs: list[list[str]],
+    rows: dict[str, m.Notification],
+    now: datetime,
+) -> dict[str, Claim | None | Exception | NotYet]:
+    """Claim each run's `_run` (their `rows` locked) in this transaction; the rest `NOT_YET`."""
+    cut = [_run(ids, rows, channels) for ids in runs]
+    claims: dict[str, Claim | None | Exception | NotYet] = dict(
+        await _claim_in(session, rt, channels, [nid for run in cut for nid in run], rows, now)
+    )
+    for ids, run in zip(runs, cut, strict=True):
+        for nid in ids[len(run) :]:
+            claims[nid] = NOT_YET
+    return claims
 
 
 async def _claim_in(
@@ -616,64 +686,64 @@ async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list
     return [status for status, _ in recorded]
 
 
-Step = tuple[tuple[Claim, Outcome] | None, str | None]
+# A step of one recipient's queue: the sends to record, then the next notifications to claim.
+Step = tuple[list[tuple[Claim, Outcome]], list[str]]
+# Its answer: for each notification to claim, its claim, None (nothing to send), its error, or
+# NOT_YET (not claimed in this step); or, if recording one of its sends failed, that error.
+StepAnswer = list[Claim | None | Exception | NotYet]
 
 
 async def record_and_claim(
     rt: Runtime, channels: dict[str, DeliveryChannel], steps: list[Step]
-) -> list[Claim | None | Exception]:
-    """For each step, record a send's outcome and then claim the recipient's next notification,
-    all in one transaction: one instead of two for each message of a recipient's queue. Either
-    half of a step may be None. A step's answer is its claim (None if there was nothing to
-    send), or the error of its record or claim.
+) -> list[StepAnswer | Exception]:
+    """For each step, record the sends' outcomes and then claim the recipient's next
+    notifications (`claim_runs`), all in one transaction: one for each step of a recipient's
+    queue instead of two for each message. Either half of a step may be empty.
 
-    A step's next notification is claimed only once its send is recorded: if the transaction
-    fails, the records are done on their own (`record_many`), then the claims of those whose
-    record stood (`claim_many`); a step whose record failed gets that error and claims nothing.
+    A step's next notifications are claimed only once its sends are recorded: if the
+    transaction fails, the records are done on their own (`record_many`), then the claims of
+    the steps whose records stood (`claim_runs`); a step one of whose records failed gets that
+    error and claims nothing.
     """
-    results = [record for record, _ in steps if record is not None]
-    claim_ids = [nid for _, nid in steps if nid is not None]
+    results = [record for records, _ in steps for record in records]
+    runs = [ids for _, ids in steps if ids]
     if not results:
-        return _claims_of(steps, [], await claim_many(rt, channels, claim_ids) if claim_ids else {})
+        return _answers(steps, [], await claim_runs(rt, channels, runs) if runs else {})
     now = rt.clock.now()
     ids = [claimed.message.notification_id for claimed, _ in results]
     try:
         async with rt.sessions.begin() as session:
-            rows = await _lock(session, ids + claim_ids)
+            rows = await _lock(session, ids + [nid for run in runs for nid in run])
             recorded = await _record_in(session, rt, results, rows, now)
             await session.flush()  # the claims see these sends settled
-            claims = await _claim_in(session, rt, channels, claim_ids, rows, now)
+            claims = await _claim_runs_in(session, rt, channels, runs, rows, now)
     except Exception:  # noqa: BLE001 - each half on its own, then one by one
         try:
             statuses = await record_many(rt, results)
         except Exception as exc:  # noqa: BLE001 - the one record's own error (record_many re-raises)
-            statuses = [exc]
-        failed = iter(isinstance(status, Exception) for status in statuses)
-        still = [
-            (record, nid)
-            for record, nid in steps
-            if not (record is not None and next(failed))  # a failed record claims nothing
+            statuses = [exc] * len(results)
+        answered = _answers(steps, statuses, {})
+        wanted = [
+            ids
+            for (_, ids), answer in zip(steps, answered, strict=True)
+            if ids and not isinstance(answer, Exception)  # a failed record claims nothing
         ]
-        wanted = [nid for _, nid in still if nid is not None]
-        claims = await claim_many(rt, channels, wanted) if wanted else {}
-        return _claims_of(steps, statuses, claims)
+        claims = await claim_runs(rt, channels, wanted) if wanted else {}
+        return _answers(steps, statuses, claims)
     await _announce_all(rt, results, recorded)
-    return _claims_of(steps, [status for status, _ in recorded], claims)
+    return _answers(steps, [status for status, _ in recorded], claims)
 
 
-def _claims_of(
+def _answers(
     steps: list[Step],
     statuses: list[str | Exception],
-    claims: dict[str, Claim | None | Exception],
-) -> list[Claim | None | Exception]:
-    answers: list[Claim | None | Exception] = []
+    claims: dict[str, Claim | None | Exception | NotYet],
+) -> list[StepAnswer | Exception]:
+    answers: list[StepAnswer | Exception] = []
     recorded = iter(statuses)
-    for record, nid in steps:
-        status = next(recorded) if record is not None else None
-        if isinstance(status, Exception):
-            answers.append(status)
-        else:
-            answers.append(claims.get(nid) if nid is not None else None)
+    for records, ids in steps:
+        errors = [s for s in (next(recorded) for _ in records) if isinstance(s, Exception)]
+        answers.append(errors[0] if errors else [claims.get(nid, NOT_YET) for nid in ids])
     return answers
 
 

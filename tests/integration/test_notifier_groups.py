@@ -31,9 +31,11 @@ from services.core.runtime import Runtime
 from services.ingest.recording import record_event
 from services.notifier.channels import channels_from_settings
 from services.notifier.delivery import (
+    NOT_YET,
     Claim,
     claim,
     claim_many,
+    claim_runs,
     hand_over,
     record_and_claim,
     record_many,
@@ -155,7 +157,7 @@ async def queued_for(
         )
 
 
-def words(claimed: Claim | None | Exception, urn: str) -> tuple[Any, ...]:
+def words(claimed: object, urn: str) -> tuple[Any, ...]:
     assert isinstance(claimed, Claim), claimed
     msg = claimed.message
     subject, body = (msg.subject or "").replace(urn, "URN"), msg.body.replace(urn, "URN")
@@ -217,6 +219,45 @@ async def test_a_resumed_text_never_takes_the_next_ones_message(
     resumed, would have found the second's message at Twilio and taken it for its own, and the
     second, resumed, would have been sent again: one text twice, the other never. The second
     waits instead, and each goes exactly once."""
+    async with twilio_runtime(make_settings, pg_url) as (rt, channels, standin):
+        clock = rt.clock
+        assert isinstance(clock, FixedClock)
+        ids = await queued_for(rt, "01AB2000124", "s-", ("police.suspect_arrested",) * 2)
+        first, second = [nid for nid in ids if await channel_of(rt, nid) == "sms"]
+        cut_off = await claim(rt, channels, first)  # and the notifier dies here
+        assert isinstance(cut_off, Claim)
+        assert await claim(rt, channels, second) is None
+        assert await put_off_because(rt, second) == ["earlier_message_unresolved"]
+
+        clock.advance(timedelta(seconds=rt.settings.redrive_after_s + 1))
+        resumed = await claim(rt, channels, first)
+        assert isinstance(resumed, Claim) and resumed.resume
+        assert resumed.message.body == cut_off.message.body
+        outcome = await hand_over(rt, channels, resumed)
+        assert await record_many(rt, [(resumed, outcome)]) == ["sent"]
+        assert await release_due(rt) >= 1  # and the task for their advocate
+        later = await claim(rt, channels, second)
+        assert isinstance(later, Claim)
+        assert later.message.body == resumed.message.body  # the same words
+        outcome = await hand_over(rt, channels, later)
+        assert await record_many(rt, [(later, outcome)]) == ["sent"]
+        at_twilio = {
+            message.sid: notification_id(message.status_callback)
+            for message in standin.messages.values()
+        }
+        assert sorted(at_twilio.values()) == sorted([first, second])
+        async with rt.sessions() as session:
+            for nid in (first, second):
+                row = await session.get_one(m.Notification, nid)
+                assert at_twilio[row.provider_ref] == nid
+
+
+@contextlib.asynccontextmanager
+async def twilio_runtime(
+    make_settings: Any, pg_url: str
+) -> AsyncIterator[tuple[Runtime, dict[str, Any], Any]]:
+    """A runtime whose survivors are texted through the real `twilio` client and the stand-in
+    (the ISVA is e-mailed through the outbox), its channels, and the stand-in."""
     clock = FixedClock(T0)
     async with running_standin(account_sid=SID, auth_token=TOKEN, clock=clock) as standin:
         settings = make_settings(
@@ -233,37 +274,10 @@ async def test_a_resumed_text_never_takes_the_next_ones_message(
         async with runtime_for(settings, clock) as rt:
             channels = channels_from_settings(rt.settings, rt.sessions)
             try:
-                ids = await queued_for(rt, "01AB2000124", "s-", ("police.suspect_arrested",) * 2)
-                first, second = [nid for nid in ids if await channel_of(rt, nid) == "sms"]
-                cut_off = await claim(rt, channels, first)  # and the notifier dies here
-                assert isinstance(cut_off, Claim)
-                assert await claim(rt, channels, second) is None
-                assert await put_off_because(rt, second) == ["earlier_message_unresolved"]
-
-                clock.advance(timedelta(seconds=rt.settings.redrive_after_s + 1))
-                resumed = await claim(rt, channels, first)
-                assert isinstance(resumed, Claim) and resumed.resume
-                assert resumed.message.body == cut_off.message.body
-                outcome = await hand_over(rt, channels, resumed)
-                assert await record_many(rt, [(resumed, outcome)]) == ["sent"]
-                assert await release_due(rt) >= 1  # and the task for their advocate
-                later = await claim(rt, channels, second)
-                assert isinstance(later, Claim)
-                assert later.message.body == resumed.message.body  # the same words
-                outcome = await hand_over(rt, channels, later)
-                assert await record_many(rt, [(later, outcome)]) == ["sent"]
+                yield rt, channels, standin
             finally:
                 for channel in channels.values():
                     await channel.close()
-            at_twilio = {
-                message.sid: notification_id(message.status_callback)
-                for message in standin.messages.values()
-            }
-            assert sorted(at_twilio.values()) == sorted([first, second])
-            async with rt.sessions() as session:
-                for nid in (first, second):
-                    row = await session.get_one(m.Notification, nid)
-                    assert at_twilio[row.provider_ref] == nid
 
 
 async def channel_of(rt: Runtime, nid: str) -> str | None:
@@ -285,7 +299,11 @@ async def test_a_send_is_recorded_and_the_next_claimed_in_one_step(rt: Runtime) 
     assert [len(q) for q in queues.values()] == [2, 2]  # the ISVA's e-mails, the survivor's texts
     (first_a, next_a), (first_b, next_b) = queues.values()
 
-    claims = await record_and_claim(rt, channels, [(None, first_a), (None, first_b)])
+    claims = [
+        claimed
+        for answer in await record_and_claim(rt, channels, [([], [first_a]), ([], [first_b])])
+        for claimed in answer
+    ]
     assert all(isinstance(c, Claim) for c in claims)
     sent = [(c, await hand_over(rt, channels, c)) for c in claims if isinstance(c, Claim)]
     # The record of the first queue's send is broken (its notification does not exist).
@@ -294,10 +312,12 @@ async def test_a_send_is_recorded_and_the_next_claimed_in_one_step(rt: Runtime) 
         message=dataclasses.replace(sent[0][0].message, notification_id=str(uuid.uuid4())),
     )
     answers = await record_and_claim(
-        rt, channels, [((broken, sent[0][1]), next_a), (sent[1], next_b)]
+        rt, channels, [([(broken, sent[0][1])], [next_a]), ([sent[1]], [next_b])]
     )
     assert isinstance(answers[0], Exception)
-    assert isinstance(answers[1], Claim) and answers[1].message.notification_id == next_b
+    assert not isinstance(answers[1], Exception)
+    [last] = answers[1]
+    assert isinstance(last, Claim) and last.message.notification_id == next_b
     async with rt.sessions() as session:
         status = {
             row.id: row.status
@@ -311,11 +331,10 @@ async def test_a_send_is_recorded_and_the_next_claimed_in_one_step(rt: Runtime) 
         first_b: "delivered",
         next_b: "sending",
     }
-    last = answers[1]
     done = await record_and_claim(
-        rt, channels, [((last, await hand_over(rt, channels, last)), None)]
+        rt, channels, [([(last, await hand_over(rt, channels, last))], [])]
     )
-    assert done == [None]
+    assert done == [[]]
     async with rt.sessions() as session:
         assert (await session.get_one(m.Notification, next_b)).status == "delivered"
 
@@ -348,3 +367,70 @@ async def test_a_bigger_group_costs_no_more_statements(rt: Runtime) -> None:
     if not rt.settings.is_sqlite:
         # SQLite inserts a row at a time where it must return the new ids.
         assert of_large == of_small, (of_large, of_small)
+
+
+def by_recipient(rows: list[m.Notification]) -> dict[str, list[str]]:
+    queues: dict[str, list[str]] = {}
+    for row in rows:
+        queues.setdefault(row.recipient_role, []).append(row.id)
+    return queues
+
+
+async def rows_of(rt: Runtime, ids: list[str]) -> list[m.Notification]:
+    async with rt.sessions() as session:
+        return [await session.get_one(m.Notification, nid) for nid in ids]
+
+
+async def test_a_run_on_the_outbox_is_claimed_in_one_step_and_survives_a_crash(
+    rt: Runtime,
+) -> None:
+    """On a channel that finds a message by our id, a recipient's next messages are claimed
+    together (one transaction for the run, not one each). A crash part-way through the run
+    leaves several of theirs `sending`; each, resumed, is found at the channel by its own id or
+    sent: every message exactly once."""
+    channels = channels_from_settings(rt.settings, rt.sessions)
+    types = ("police.suspect_arrested", "police.suspect_interviewed") * 2
+    ids = await queued_for(rt, "01AB2000324", "r-", types)
+    queues = by_recipient(await rows_of(rt, ids))
+    isva, texts = queues["advocate"], queues["survivor"]
+    assert len(isva) == 4 and len(texts) >= 2
+
+    [run, more] = await record_and_claim(rt, channels, [([], isva[:3]), ([], texts)])
+    assert not isinstance(run, Exception) and not isinstance(more, Exception)
+    assert [c.message.notification_id for c in run if isinstance(c, Claim)] == isva[:3]
+    assert all(isinstance(c, Claim) for c in more)  # the outbox texts too
+    assert {row.status for row in await rows_of(rt, isva[:3])} == {"sending"}
+
+    first = run[0]
+    assert isinstance(first, Claim)
+    await hand_over(rt, channels, first)  # and the notifier dies before the others go
+
+    rt.clock.advance(timedelta(seconds=rt.settings.redrive_after_s + 1))  # type: ignore[attr-defined]
+    resumed = await claim_runs(rt, channels, [isva])  # the re-drive, with the fourth
+    assert [c.resume for c in resumed.values() if isinstance(c, Claim)] == [True] * 3 + [False]
+    sent = [(c, await hand_over(rt, channels, c)) for c in resumed.values() if isinstance(c, Claim)]
+    assert await record_many(rt, sent) == ["delivered"] * 4
+    journal = (rt.settings.resolved_outbox_dir / "journal.log").read_text().split()[::2]
+    assert sorted(nid for nid in journal if nid in isva) == sorted(isva)  # each once
+    first_row = (await rows_of(rt, [first.message.notification_id]))[0]
+    assert first_row.provider_ref == f"outbox:{first_row.id}"
+
+
+@pytest.mark.postgres
+async def test_a_run_ends_at_a_text_through_twilio(make_settings: Any, pg_url: str) -> None:
+    """Twilio finds a message by number and words: a survivor's texts are claimed one at a
+    time, and the ones after are left for the next step (not put off), while their ISVA's
+    e-mails through the outbox are claimed together."""
+    async with twilio_runtime(make_settings, pg_url) as (rt, channels, _standin):
+        types = ("police.suspect_arrested", "police.suspect_interviewed")
+        ids = await queued_for(rt, "01AB2000124", "t-", types)
+        queues = by_recipient(await rows_of(rt, ids))
+        texts, isva = queues["survivor"], queues["advocate"]
+        assert len(texts) == len(isva) == 2
+        assert {row.channel for row in await rows_of(rt, texts)} == {"sms"}
+
+        [for_survivor, for_isva] = await record_and_claim(rt, channels, [([], texts), ([], isva)])
+        assert not isinstance(for_survivor, Exception) and not isinstance(for_isva, Exception)
+        assert isinstance(for_survivor[0], Claim) and for_survivor[1] is NOT_YET
+        assert all(isinstance(c, Claim) for c in for_isva)
+        assert [row.status for row in await rows_of(rt, texts)] == ["sending", "queued"]
