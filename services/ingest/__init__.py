@@ -16,8 +16,7 @@ from services.core.logs import get_logger
 from services.core.runtime import Runtime
 from services.core.topics import FEEDS_COURT, FEEDS_CPS, FEEDS_POLICE, FEEDS_PROBATION
 from services.ingest import routes
-from services.ingest.feeds import ingest_records
-from services.ingest.recording import Outcome
+from services.ingest.feeds import ingest_values
 
 NAME = "ingest"
 log = get_logger(NAME)
@@ -50,13 +49,15 @@ def mount(rt: Runtime, app: FastAPI) -> None:
         values = raw_values(message)
         metrics.CONSUMER_BATCH.labels(NAME).observe(len(values))
         now = rt.clock.now()
-        outcomes: list[Outcome] = []
         # One transaction for the batch; the offsets are committed after it.
         async with rt.sessions.begin() as session:
-            for topic, raw in values:
-                outcomes += await ingest_records(
-                    session, FEED_TOPICS[topic], raw, now=now, way_in="kafka", max_skew=skew
-                )
+            outcomes = await ingest_values(
+                session,
+                [(FEED_TOPICS[topic], raw) for topic, raw in values],
+                now=now,
+                way_in="kafka",
+                max_skew=skew,
+            )
         await routes.after_commit(rt, outcomes)
 
 

@@ -11,18 +11,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import strict_json
-from services.core.cloudevents import FieldError
+from services.core.cloudevents import CanonicalEvent, FieldError, InvalidEvent, validate_event
 from services.core.http_limits import is_ascii_number
 from services.core.settings import Settings
 from services.ingest.adapters import FEEDS, MAX_RECORD_BYTES, AdapterError, from_record
-from services.ingest.recording import Outcome, record_event_safely, reject
+from services.ingest.recording import Outcome, record_event_safely, record_run, reject
 
 SIGNATURE_PREFIX = "sha256="
 SIGNATURE_MAX_AGE_S = 300
@@ -68,79 +69,141 @@ async def ingest_records(
     max_skew: timedelta,
 ) -> list[Outcome]:
     """Map, validate and record every record in `raw`, inside the caller's transaction."""
-    if len(raw) > MAX_RECORD_BYTES * 500:
-        return [await _refuse(session, feed, raw, now, way_in, "oversized", "", "is too large")]
-    try:
-        parsed: Any = strict_json.loads(raw, values=False)  # each record's values: below
-    except strict_json.JsonProblem as problem:
-        return [await _refuse(session, feed, raw, now, way_in, problem.code, "", problem.message)]
-    items = parsed if isinstance(parsed, list) else [parsed]
-    outcomes: list[Outcome] = []
-    for item in items:
-        original = raw if len(items) == 1 else json.dumps(item).encode()
-        outcomes.append(
-            await ingest_record(
-                session, feed, item, original, now=now, way_in=way_in, max_skew=max_skew
-            )
-        )
-    return outcomes
+    return await ingest_values(session, [(feed, raw)], now=now, way_in=way_in, max_skew=max_skew)
 
 
-async def ingest_record(
+async def ingest_values(
     session: AsyncSession,
-    feed: str,
-    item: object,
-    original: bytes,
+    values: Sequence[tuple[str, bytes]],
     *,
     now: datetime,
     way_in: str,
     max_skew: timedelta,
-) -> Outcome:
+) -> list[Outcome]:
+    """`ingest_records` for several (feed, raw value) pairs (a consumed batch), in order.
+
+    Consecutive valid events that create no case are recorded together (`record_run`: one
+    statement for the lot); anything else — a refusal, an invalid event, a crime record — on
+    its own, after the run before it, so rows and audit entries come in the records' order.
+    """
+    outcomes: list[Outcome | None] = []
+    run: list[tuple[object, CanonicalEvent, bytes, str | None]] = []
+    at: list[int] = []
+
+    async def record_the_run() -> None:
+        if run:
+            for n, outcome in zip(
+                at,
+                await record_run(session, run, now=now, way_in=way_in, max_skew=max_skew),
+                strict=True,
+            ):
+                outcomes[n] = outcome
+            run.clear()
+            at.clear()
+
+    for feed, raw in values:
+        for checked, original in _records(feed, raw):
+            if isinstance(checked, dict):
+                try:
+                    event = validate_event(checked, now=now, max_skew=max_skew)
+                except InvalidEvent:
+                    event = None  # recorded on its own below: rejected with its reasons
+                if event is not None and event.type != "police.crime_recorded":
+                    at.append(len(outcomes))
+                    run.append((checked, event, original, feed))
+                    outcomes.append(None)
+                    continue
+            await record_the_run()
+            if isinstance(checked, _Refusal):
+                outcomes.append(await _refused(session, feed, original, now, way_in, checked))
+            else:
+                outcomes.append(
+                    await record_event_safely(
+                        session,
+                        checked,
+                        original,
+                        now=now,
+                        way_in=way_in,
+                        max_skew=max_skew,
+                        feed=feed,
+                    )
+                )
+    await record_the_run()
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _records(feed: str, raw: bytes) -> list[tuple[_Refusal | dict[str, Any], bytes]]:
+    """Each record in `raw`, mapped to a canonical event (not yet validated) or refused, with
+    the bytes to keep for it."""
+    if len(raw) > MAX_RECORD_BYTES * 500:
+        return [(_Refusal("oversized", "", "is too large"), raw)]
+    try:
+        parsed: Any = strict_json.loads(raw, values=False)  # each record's values: below
+    except strict_json.JsonProblem as problem:
+        return [(_Refusal(problem.code, "", problem.message), raw)]
+    items = parsed if isinstance(parsed, list) else [parsed]
+    records: list[tuple[_Refusal | dict[str, Any], bytes]] = []
+    for item in items:
+        original = raw if len(items) == 1 else json.dumps(item).encode()
+        records.append((_check(feed, item, original), original))
+    return records
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a record is refused before it is an event: a reason code and where, or the feed
+    adapter's own errors."""
+
+    reason: str
+    pointer: str = ""
+    message: str = ""
+    adapter_errors: tuple[FieldError, ...] | None = None
+
+
+def _check(feed: str, item: object, original: bytes) -> _Refusal | dict[str, Any]:
+    """The record mapped to a canonical event of this feed (not yet validated), or why not."""
     if len(original) > MAX_RECORD_BYTES:
-        return await _refuse(
-            session, feed, original, now, way_in, "oversized", "", "record is too large"
-        )
+        return _Refusal("oversized", "", "record is too large")
     if not isinstance(item, Mapping):
-        return await _refuse(
-            session, feed, original, now, way_in, "not_an_object", "", "must be a JSON object"
-        )
+        return _Refusal("not_an_object", "", "must be a JSON object")
     if (bad := strict_json.value_problem(item)) is not None:
-        return await _refuse(
-            session, feed, original, now, way_in, bad.code, bad.pointer, bad.message
-        )
+        return _Refusal(bad.code, bad.pointer, bad.message)
     try:
         event = from_record(feed, item)
     except AdapterError as exc:
-        rejected = await reject(
-            session,
-            original,
-            now=now,
-            way_in=way_in,
-            feed=feed,
-            reason_code=exc.reason_code,
-            errors=list(exc.errors) or [FieldError("", str(exc.reason_code))],
-        )
-        return Outcome("invalid", rejected_id=rejected.id, errors=list(exc.errors))
+        return _Refusal(str(exc.reason_code), adapter_errors=tuple(exc.errors))
     except RecursionError:
-        return await _refuse(
-            session, feed, original, now, way_in, "too_deep", "", "is nested too deeply"
-        )
+        return _Refusal("too_deep", "", "is nested too deeply")
     source = event.get("source")
     if not (isinstance(source, str) and source.startswith(f"{feed}/")):
         # One feed cannot take another's (source, id) pairs (and make theirs conflicts).
+        return _Refusal("source_not_allowed_for_feed", "/source", f"must start with {feed}/")
+    return event
+
+
+async def _refused(
+    session: AsyncSession,
+    feed: str,
+    original: bytes,
+    now: datetime,
+    way_in: str,
+    refusal: _Refusal,
+) -> Outcome:
+    if refusal.adapter_errors is None:
         return await _refuse(
-            session,
-            feed,
-            original,
-            now,
-            way_in,
-            "source_not_allowed_for_feed",
-            "/source",
-            f"must start with {feed}/",
+            session, feed, original, now, way_in, refusal.reason, refusal.pointer, refusal.message
         )
-    return await record_event_safely(
-        session, event, original, now=now, way_in=way_in, max_skew=max_skew, feed=feed
+    rejected = await reject(
+        session,
+        original,
+        now=now,
+        way_in=way_in,
+        feed=feed,
+        reason_code=refusal.reason,
+        errors=list(refusal.adapter_errors) or [FieldError("", refusal.reason)],
     )
+    return Outcome("invalid", rejected_id=rejected.id, errors=list(refusal.adapter_errors))
 
 
 async def _refuse(

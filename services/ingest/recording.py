@@ -173,6 +173,54 @@ async def record_event_safely(
         return Outcome("invalid", rejected_id=rejected.id, errors=errors)
 
 
+# Rows in one multi-row insert at most (PostgreSQL takes 32,767 parameters, 13 a row).
+RUN_ROWS = 500
+
+
+async def record_run(
+    session: AsyncSession,
+    run: list[tuple[object, CanonicalEvent, bytes, str | None]],
+    *,
+    now: datetime,
+    way_in: str,
+    max_skew: timedelta,
+) -> list[Outcome]:
+    """Record valid events that create no case — (offered object, validated event, original
+    bytes, feed) each — in a multi-row insert that skips any (source, id) already recorded,
+    under one savepoint: one statement for the run, not a savepoint and an insert each.
+
+    What it did not insert (a duplicate, a conflict, the same pair twice in the run) is then
+    recorded on its own, as is every one of them if the database refuses the statement (a
+    value it cannot store): the outcomes, row ids and audit rows are those that recording each
+    on its own in turn would give."""
+    first: dict[tuple[str, str], int] = {}
+    for n, (_, event, _, _) in enumerate(run):
+        first.setdefault((event.source, event.id), n)
+    order = sorted(first.values())
+    inserted: dict[tuple[str, str], int] | None = {}
+    try:
+        async with session.begin_nested():
+            for start in range(0, len(order), RUN_ROWS):
+                chunk = [run[n][1] for n in order[start : start + RUN_ROWS]]
+                inserted = {**(inserted or {}), **await _insert_many(session, chunk, now)}
+    except DBAPIError:
+        inserted = None  # one of them cannot be stored: each on its own finds which
+    outcomes: list[Outcome] = []
+    for n, (obj, event, original, feed) in enumerate(run):
+        key = (event.source, event.id)
+        row_id = inserted.get(key) if inserted is not None and first[key] == n else None
+        if row_id is not None:
+            _audit_recorded(session, row_id, event, now, way_in)
+            outcomes.append(Outcome("accepted", case_event_id=row_id, event=event))
+        else:
+            outcomes.append(
+                await record_event_safely(
+                    session, obj, original, now=now, way_in=way_in, max_skew=max_skew, feed=feed
+                )
+            )
+    return outcomes
+
+
 async def reject(
     session: AsyncSession,
     original: bytes,
@@ -272,6 +320,24 @@ async def _insert_new(
     # flush with the transaction, not one before every event.
     with session.no_autoflush:
         return await session.scalar(statement)
+
+
+async def _insert_many(
+    session: AsyncSession, events: list[CanonicalEvent], now: datetime
+) -> dict[tuple[str, str], int]:
+    """`_insert_new` for several events in one statement: the ids of those it inserted, by
+    (source, id)."""
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    statement = (
+        insert(m.CaseEvent)
+        .values([_new_values(event, payload_hash(event.raw), now) for event in events])
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(m.CaseEvent.id, m.CaseEvent.source, m.CaseEvent.event_id)
+    )
+    with session.no_autoflush:
+        rows = (await session.execute(statement)).all()
+    return {(source, event_id): row_id for row_id, source, event_id in rows}
 
 
 def _audit_recorded(
