@@ -191,9 +191,10 @@ async def _refused(
     refusal: _Refusal,
 ) -> Outcome:
     if refusal.adapter_errors is None:
-        return await _refuse(
-            session, feed, original, now, way_in, refusal.reason, refusal.pointer, refusal.message
-        )
+        errors = stored = [FieldError(refusal.pointer, refusal.message)]
+    else:
+        errors = list(refusal.adapter_errors)
+        stored = errors or [FieldError("", refusal.reason)]
     rejected = await reject(
         session,
         original,
@@ -201,23 +202,6 @@ async def _refused(
         way_in=way_in,
         feed=feed,
         reason_code=refusal.reason,
-        errors=list(refusal.adapter_errors) or [FieldError("", refusal.reason)],
-    )
-    return Outcome("invalid", rejected_id=rejected.id, errors=list(refusal.adapter_errors))
-
-
-async def _refuse(
-    session: AsyncSession,
-    feed: str,
-    original: bytes,
-    now: datetime,
-    way_in: str,
-    reason: str,
-    pointer: str,
-    message: str,
-) -> Outcome:
-    errors = [FieldError(pointer, message)]
-    rejected = await reject(
-        session, original, now=now, way_in=way_in, feed=feed, reason_code=reason, errors=errors
+        errors=stored,
     )
     return Outcome("invalid", rejected_id=rejected.id, errors=errors)
