@@ -99,7 +99,7 @@ async def record_event(
     digest = payload_hash(event.raw)
     if event.type != "police.crime_recorded":
         # One statement for the common case: insert unless the (source, id) is there already.
-        row_id = await _insert_new(session, event, digest, now)
+        row_id = (await _insert_new(session, [(event, digest)], now)).get((event.source, event.id))
         if row_id is not None:
             _audit_recorded(session, row_id, event, now, way_in)
             return Outcome("accepted", case_event_id=row_id, event=event)
@@ -196,19 +196,18 @@ async def record_run(
     first: dict[tuple[str, str], int] = {}
     for n, (_, event, _, _) in enumerate(run):
         first.setdefault((event.source, event.id), n)
-    order = sorted(first.values())
-    inserted: dict[tuple[str, str], int] | None = {}
+    unique = [(run[n][1], payload_hash(run[n][1].raw)) for n in first.values()]  # in order
+    inserted: dict[tuple[str, str], int] = {}
     try:
         async with session.begin_nested():
-            for start in range(0, len(order), RUN_ROWS):
-                chunk = [run[n][1] for n in order[start : start + RUN_ROWS]]
-                inserted = {**(inserted or {}), **await _insert_many(session, chunk, now)}
+            for start in range(0, len(unique), RUN_ROWS):
+                inserted |= await _insert_new(session, unique[start : start + RUN_ROWS], now)
     except DBAPIError:
-        inserted = None  # one of them cannot be stored: each on its own finds which
+        inserted = {}  # one of them cannot be stored: each on its own finds which
     outcomes: list[Outcome] = []
     for n, (obj, event, original, feed) in enumerate(run):
         key = (event.source, event.id)
-        row_id = inserted.get(key) if inserted is not None and first[key] == n else None
+        row_id = inserted.get(key) if first[key] == n else None
         if row_id is not None:
             _audit_recorded(session, row_id, event, now, way_in)
             outcomes.append(Outcome("accepted", case_event_id=row_id, event=event))
@@ -301,9 +300,10 @@ def _new_values(event: CanonicalEvent, digest: str, now: datetime) -> dict[str, 
 
 
 async def _insert_new(
-    session: AsyncSession, event: CanonicalEvent, digest: str, now: datetime
-) -> int | None:
-    """Insert the event's row unless its (source, id) is recorded already; its id, or None.
+    session: AsyncSession, events: list[tuple[CanonicalEvent, str]], now: datetime
+) -> dict[tuple[str, str], int]:
+    """Insert each (event, payload hash)'s row unless its (source, id) is recorded already, in
+    one statement; the ids of those inserted, by (source, id).
 
     `ON CONFLICT DO NOTHING` (PostgreSQL and SQLite alike) replaces a look-up, a savepoint and
     an insert: a request that recorded the same pair a moment ago makes this one a duplicate,
@@ -312,29 +312,12 @@ async def _insert_new(
     insert = sqlite_insert if dialect == "sqlite" else pg_insert
     statement = (
         insert(m.CaseEvent)
-        .values(**_new_values(event, digest, now))
-        .on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(m.CaseEvent.id)
-    )
-    # Nothing this session holds back changes the answer (audit rows, at most): they go in one
-    # flush with the transaction, not one before every event.
-    with session.no_autoflush:
-        return await session.scalar(statement)
-
-
-async def _insert_many(
-    session: AsyncSession, events: list[CanonicalEvent], now: datetime
-) -> dict[tuple[str, str], int]:
-    """`_insert_new` for several events in one statement: the ids of those it inserted, by
-    (source, id)."""
-    dialect = session.get_bind().dialect.name
-    insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    statement = (
-        insert(m.CaseEvent)
-        .values([_new_values(event, payload_hash(event.raw), now) for event in events])
+        .values([_new_values(event, digest, now) for event, digest in events])
         .on_conflict_do_nothing(index_elements=["source", "event_id"])
         .returning(m.CaseEvent.id, m.CaseEvent.source, m.CaseEvent.event_id)
     )
+    # Nothing this session holds back changes the answer (audit rows, at most): they go in one
+    # flush with the transaction, not one before every event.
     with session.no_autoflush:
         rows = (await session.execute(statement)).all()
     return {(source, event_id): row_id for row_id, source, event_id in rows}
