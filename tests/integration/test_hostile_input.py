@@ -19,6 +19,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import random
 import subprocess
 import sys
@@ -316,7 +317,6 @@ async def test_a_duplicate_key_is_refused(ingest_http: RunningStack) -> None:
 async def test_a_replayed_signature_is_a_duplicate_and_a_stale_one_is_refused(
     ingest_http: RunningStack,
 ) -> None:
-    now = int(time.time())
     async with httpx.AsyncClient(base_url=ingest_http.url) as client:
         for way, (path, secret) in ROUTES.items():
             body = json.dumps(arrested("01AB1234524", f"replay-{way}")).encode()
@@ -326,7 +326,11 @@ async def test_a_replayed_signature_is_a_duplicate_and_a_stale_one_is_refused(
             assert first.status_code == 202, first.text
             assert again.status_code == 200 and again.json()["status"] == "duplicate"
             other = json.dumps(arrested("01AB1234524", f"stale-{way}")).encode()
-            for stamp in (now - 301, now + 301, now - 86_400):
+            # Taken just before each request, rounded away from the server's clock: on a slow
+            # machine a stamp taken once at the start came within 300 s of it again.
+            for offset in (-301, 301, -86_400):
+                at = time.time() + offset
+                stamp = math.floor(at) if offset < 0 else math.ceil(at)
                 stale = await client.post(
                     path, content=other, headers=signed(secret, other, stamp=stamp)
                 )
