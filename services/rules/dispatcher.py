@@ -157,7 +157,15 @@ async def redrive(rt: Runtime) -> dict[str, int]:
     now = rt.clock.now()
     cutoff = now - timedelta(seconds=rt.settings.redrive_after_s)
     limit = rt.settings.dispatch_batch_size
+    # However busy a consumer, a record waiting this long was lost.
+    lost_before = now - 10 * (now - cutoff)
     async with rt.sessions.begin() as session:
+        # While the rules consumer is working through a backlog (it processed an event lately),
+        # published events are waiting their turn in `case-events`, not lost: publishing them
+        # again would only add duplicates for it to skip, a batch every pass, while it is
+        # already behind. An event never published is re-driven all the same.
+        last_processed = await session.scalar(select(func.max(m.CaseEvent.processed_at)))
+        rules_busy = last_processed is not None and last_processed >= cutoff
         events = (
             await session.scalars(
                 select(m.CaseEvent)
@@ -166,7 +174,8 @@ async def redrive(rt: Runtime) -> dict[str, int]:
                     m.CaseEvent.status == EventStatus.PENDING,
                     or_(
                         m.CaseEvent.published_at.is_(None) & (m.CaseEvent.received_at < cutoff),
-                        m.CaseEvent.published_at < cutoff,
+                        (m.CaseEvent.published_at < cutoff) & (false() if rules_busy else true()),
+                        m.CaseEvent.published_at < lost_before,
                     ),
                 )
                 .order_by(m.CaseEvent.id)
@@ -189,9 +198,8 @@ async def redrive(rt: Runtime) -> dict[str, int]:
                         (m.Notification.status == Status.QUEUED)
                         & (m.Notification.queued_at < cutoff)
                         & (false() if notifier_busy else true()),
-                        # However busy the notifier, a row queued this long was lost.
                         (m.Notification.status == Status.QUEUED)
-                        & (m.Notification.queued_at < now - 10 * (now - cutoff)),
+                        & (m.Notification.queued_at < lost_before),
                         # A send cut off by a crash, or a provider lookup that failed: the
                         # notifier asks the provider before it sends again.
                         (m.Notification.status == Status.SENDING)

@@ -4,7 +4,7 @@ from the database."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,17 @@ import httpx
 from sqlalchemy import select
 
 from services.cli import SERVICES
-from services.core.clock import write_clock_file
+from services.core.calendar import load_calendar
+from services.core.clock import FixedClock, write_clock_file
 from services.core.cloudevents import payload_hash
 from services.core.db import models as m
+from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.embedded_broker import EmbeddedBroker
+from services.core.records import CaseEventRef
 from services.core.runner import running_stack
+from services.core.runtime import Runtime
+from services.core.topics import CASE_EVENTS
+from services.rules.dispatcher import redrive
 from tests.integration.test_pipeline import CE, crime_recorded, iso, seed_team, wait_for_files
 
 
@@ -90,6 +96,84 @@ async def test_an_event_recorded_but_never_published_is_redriven(
         async with stack.runtime.sessions() as session:
             row = await session.scalar(select(m.CaseEvent).where(m.CaseEvent.event_id == "lost2"))
         assert row is not None and row.processed_at is not None and row.published_at is not None
+
+
+class CaseEventsKept:
+    """Stands in for Kafka: keeps the event ids published on `case-events`."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def publish(self, message: bytes, topic: str, **_: Any) -> None:
+        if topic == CASE_EVENTS.name:
+            self.events.append(CaseEventRef.decode(message).id)
+
+
+async def test_events_waiting_behind_a_busy_rules_consumer_are_not_published_again(
+    make_settings: Any, database_url: str
+) -> None:
+    """A replayed feed leaves the rules consumer minutes behind. The events it has not reached
+    yet are in the topic, waiting their turn: the re-drive publishes them again only once it has
+    stopped processing (the broker lost them) or after ten times `CAREHUB_REDRIVE_AFTER_S`,
+    while an event never published is re-driven at once."""
+    t0 = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)
+    clock = FixedClock(t0)
+    settings = make_settings(database_url=database_url, redrive_after_s=60)
+    engine = make_engine(settings.resolved_database_url)
+    await upgrade(engine)
+    kept = CaseEventsKept()
+    rt = Runtime(
+        settings,
+        engine,
+        session_factory(engine),
+        clock,
+        load_calendar(None),
+        kept,  # type: ignore[arg-type]
+    )
+
+    def event(
+        event_id: str, *, published: datetime | None, processed: datetime | None = None
+    ) -> m.CaseEvent:
+        payload = {"specversion": "1.0", "id": event_id, "source": "police/01"}
+        return m.CaseEvent(
+            source="police/01",
+            event_id=event_id,
+            type="police.suspect_arrested",
+            urn="01AB1234524",
+            event_time=t0 - timedelta(minutes=30),
+            received_at=t0 - timedelta(minutes=30),
+            payload=payload,
+            payload_hash=payload_hash(payload),
+            status="processed" if processed else "pending",
+            published_at=published,
+            processed_at=processed,
+        )
+
+    try:
+        async with rt.sessions.begin() as session:
+            session.add_all(
+                [
+                    # The rules consumer finished one 10 s ago: it is working through a backlog.
+                    event(
+                        "done",
+                        published=t0 - timedelta(minutes=30),
+                        processed=t0 - timedelta(seconds=10),
+                    ),
+                    event("waiting", published=t0 - timedelta(minutes=5)),
+                    event("unpublished", published=None),  # ingest died before publishing it
+                    event("lost", published=t0 - timedelta(minutes=11)),  # 10 x 60 s and more
+                ]
+            )
+        assert await redrive(rt) == {"events": 2, "notifications": 0}
+        assert sorted(kept.events) == ["lost", "unpublished"]
+
+        # A minute later nothing has been processed: the broker lost them. All three go again.
+        clock.advance(timedelta(seconds=61))
+        kept.events.clear()
+        assert await redrive(rt) == {"events": 3, "notifications": 0}
+        assert sorted(kept.events) == ["lost", "unpublished", "waiting"]
+    finally:
+        await engine.dispose()
 
 
 async def test_a_queued_notification_the_broker_lost_is_sent_once_the_notifier_is_idle(

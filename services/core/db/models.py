@@ -172,6 +172,8 @@ class CaseEvent(Base):
         UniqueConstraint("source", "event_id"),
         Index(None, "status", "received_at"),
         Index(None, "urn"),
+        # The re-drive's "has the rules consumer processed anything lately" (max of processed_at).
+        Index(None, "processed_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(200))
