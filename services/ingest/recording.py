@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -310,16 +310,21 @@ async def _insert_new(
     with no integrity error to recover from."""
     dialect = session.get_bind().dialect.name
     insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    table = m.CaseEvent.__table__
+    assert isinstance(table, Table)
+    # One statement with its rows as parameters (the driver sends them as multi-row VALUES):
+    # compiled once and cached, where rows written into the statement made a new statement,
+    # compiled afresh, for every batch.
     statement = (
-        insert(m.CaseEvent)
-        .values([_new_values(event, digest, now) for event, digest in events])
+        insert(table)
         .on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(m.CaseEvent.id, m.CaseEvent.source, m.CaseEvent.event_id)
+        .returning(table.c.id, table.c.source, table.c.event_id)
     )
+    params = [_new_values(event, digest, now) for event, digest in events]
     # Nothing this session holds back changes the answer (audit rows, at most): they go in one
     # flush with the transaction, not one before every event.
     with session.no_autoflush:
-        rows = (await session.execute(statement)).all()
+        rows = (await session.execute(statement, params)).all()
     return {(source, event_id): row_id for row_id, source, event_id in rows}
 
 
