@@ -542,7 +542,7 @@ def carehub_processes(env: dict[str, str], var_dir: Any, only: list[str] | None)
         for name in only or ["all"]:
             args = [sys.executable, "-m", "services.cli", "run"]
             if name != "all":
-                args += ["--only", name]
+                args += ["--only", name.rstrip("0123456789")]
             ports[name] = free_port()
             port_env = {**env, "CAREHUB_HTTP_PORT": str(ports[name])}
             logs[name] = Path(var_dir) / f"carehub-{name}.log"
@@ -689,6 +689,7 @@ async def bench_pipeline(
     rate: float | None = None,
     cases: int | None = None,
     split: bool = False,
+    notifiers: int = 1,
     log_level: str = "INFO",
     baseline: bool = True,
     give_up_after_s: float = 600.0,
@@ -710,6 +711,7 @@ async def bench_pipeline(
         "cases": cases,
         "rate": rate,
         "processes": "split" if split else "one",
+        "notifiers": notifiers if split else None,
         "log_level": log_level,
         "produced_to": FEEDS_POLICE.name,
         "cpus": os.cpu_count(),
@@ -739,7 +741,9 @@ async def bench_pipeline(
                     "CAREHUB_LOG_LEVEL": log_level,
                     "CAREHUB_MIGRATE_ON_START": "false",
                 }
-                only = ["ingest", "rules", "dispatcher", "notifier"] if split else None
+                # A second notifier is `notifier2` (its figures under that name): `--only notifier`.
+                more = [f"notifier{n}" for n in range(2, notifiers + 1)]
+                only = ["ingest", "rules", "dispatcher", "notifier", *more] if split else None
                 journal = _Journal(var / "outbox" / "journal.log")
                 with carehub_processes(env, var, only) as processes:
                     pids = {name: pid for name, (pid, _) in processes.items()}
@@ -760,6 +764,9 @@ async def bench_pipeline(
                     produced = await _produce(embedded.bootstrap, FEEDS_POLICE.name, records, rate)
                     produce_s = time.time() - started
                     finished = await _wait_for(journal, warm_expected + expected, give_up_after_s)
+                    # Lines in the outbox journal for the run: one per hand-over, so a
+                    # notification handed over twice shows here, not in the database's count.
+                    handovers = journal.count() - warm_expected
                     figures["cpu_s"] = cpu.used()
                     figures["batch_sizes"] = await _batch_sizes(
                         [port for _, port in processes.values()]
@@ -779,6 +786,7 @@ async def bench_pipeline(
                     {
                         "notifications": len(handed),
                         "expected_notifications": expected,
+                        "handovers": handovers,
                         "complete": finished and len(handed) == expected,
                         "notifications_per_event": round(len(handed) / events, 2),
                         "seconds": round(elapsed, 3),

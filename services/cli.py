@@ -694,6 +694,13 @@ def bench_pipeline_command(
     split: bool = typer.Option(
         False, "--split", help="One `carehub run --only` process per service."
     ),
+    notifiers: int = typer.Option(
+        1,
+        "--notifiers",
+        min=1,
+        max=4,
+        help="With --split: this many notifier processes, sharing the 4 partitions.",
+    ),
     log_level: str = typer.Option("INFO", "--log-level", help="The stack's log level."),
     baseline: bool = typer.Option(True, help="Also measure the bare aiokafka baseline."),
     pg_admin: str = typer.Option(
@@ -705,6 +712,9 @@ def bench_pipeline_command(
 ) -> None:
     """Events per second from `feeds.police` through the whole stack to the outbox channel."""
     from services.bench import bench_pipeline
+
+    if notifiers > 1 and not split:
+        raise typer.BadParameter("--notifiers needs --split (one process per service)")
 
     configure_logging("WARNING")
     # Stopped from outside, it still stops its processes and drops its databases.
@@ -719,6 +729,7 @@ def bench_pipeline_command(
                 rate=rate,
                 cases=cases,
                 split=split,
+                notifiers=notifiers,
                 log_level=log_level,
                 baseline=baseline,
                 give_up_after_s=timeout,

@@ -46,3 +46,43 @@ def test_bench_pipeline_hands_every_notification_over_and_prints_its_figures() -
     assert figures["baseline"]["events"] == 40
     assert figures["ratio_to_baseline"] > 0
     assert figures["rss_mb"]["carehub_all"] > 0
+
+
+def test_bench_pipeline_split_with_two_notifiers_hands_every_notification_over_once() -> None:
+    """Two notifier processes share `notifications.due` (two partitions each): every
+    notification is handed over, none twice (the outbox journal's lines), and each process's
+    figures are reported apart."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHUB_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "bench",
+            "pipeline",
+            "--events",
+            "80",
+            "--cases",
+            "16",
+            "--split",
+            "--notifiers",
+            "2",
+            "--no-baseline",
+            "--pg-admin",
+            PG_ADMIN_DSN,
+            "--timeout",
+            "120",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["complete"] is True and figures["notifiers"] == 2
+    assert figures["notifications"] == figures["expected_notifications"] == 120
+    assert figures["handovers"] == 120
+    assert figures["cpu_s"]["carehub_notifier"] > 0 and figures["cpu_s"]["carehub_notifier2"] > 0
+    assert set(figures["rss_mb"]) >= {"carehub_notifier", "carehub_notifier2"}
