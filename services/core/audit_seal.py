@@ -59,9 +59,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, func, insert, select, type_coerce
+from sqlalchemy import Table, exists, func, insert, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.core.db.models import AuditChainHead, AuditEntry, AuditSeal
@@ -93,12 +93,15 @@ ROW_FIELDS = (
     "codes",
 )
 _ROW_COLUMNS = [getattr(AuditEntry, name) for name in ROW_FIELDS]
+_SEALS = cast(Table, AuditSeal.__table__)
 
 
 def _utc_iso(at: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC (`isoformat`: what `strftime` gave, at a fraction of
+    its cost, and the sealer formats two of these a row)."""
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("a timezone-aware datetime is required")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical_document(
@@ -178,7 +181,7 @@ async def seal_pending(
         seals: list[dict[str, Any]] = []
         for row in rows:
             position += 1
-            fields = {name: getattr(row, name) for name in ROW_FIELDS}
+            fields = cast(Mapping[str, Any], row._mapping)
             digest = seal_hash(prev_hash=prev, position=position, sealed_at=now, row=fields)
             seals.append(
                 {
@@ -192,7 +195,8 @@ async def seal_pending(
             prev = digest
         changed = bool(seals)
         if seals:
-            await session.execute(insert(AuditSeal), seals)
+            # The table, not the mapped class: one executemany, without the ORM's bulk path.
+            await session.execute(insert(_SEALS), seals)
             head.position, head.hash = position, prev
 
         if len(rows) < batch:  # caught up: the marks may move
