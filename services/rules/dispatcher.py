@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Protocol, cast
 
 from fastapi import FastAPI
-from sqlalchemy import false, func, or_, select, true
+from sqlalchemy import Table, false, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, gauges, metrics
 from services.core.audit_seal import seal_pending
 from services.core.db import models as m
+from services.core.db.queries import in_chunks
 from services.core.domain import EventStatus
 from services.core.kafka import publish_all
 from services.core.logs import get_logger
@@ -41,7 +43,18 @@ ACTOR = "dispatcher"
 log = get_logger(NAME)
 
 
-def recipient_key(row: m.Notification) -> bytes:
+_NOTIFICATIONS = cast(Table, m.Notification.__table__)
+
+
+class _Addressed(Protocol):
+    """A notification row, mapped or read as columns: whom it is for."""
+
+    recipient_role: str
+    survivor_id: int | None
+    advocate_id: int | None
+
+
+def recipient_key(row: _Addressed) -> bytes:
     who = row.survivor_id if row.recipient_role == "survivor" else row.advocate_id
     return f"{row.recipient_role}:{who}".encode()
 
@@ -98,31 +111,60 @@ async def _still_wanted(session: AsyncSession, row: m.Notification, now: datetim
 
 
 async def release_due(rt: Runtime) -> int:
-    """Queue every scheduled notification whose `send_at` has come; return how many."""
+    """Queue every scheduled notification whose `send_at` has come; return how many.
+
+    In SQLAlchemy Core, not the ORM: the columns it needs are read, the rows moved on in one
+    UPDATE and their audit rows written in one statement (a "while held" message, which may be
+    cancelled instead, goes through `_still_wanted` as a mapped row)."""
     now = rt.clock.now()
+    table = _NOTIFICATIONS
+    check_transition(Status.SCHEDULED, Status.QUEUED)  # what every row below moves through
     async with rt.sessions.begin() as session:
         candidates = (
-            await session.scalars(
-                select(m.Notification)
-                .where(m.Notification.status == Status.SCHEDULED, m.Notification.send_at <= now)
-                .order_by(m.Notification.send_at)
+            await session.execute(
+                select(
+                    table.c.id,
+                    table.c.case_id,
+                    table.c.rule,
+                    table.c.channel,
+                    table.c.recipient_role,
+                    table.c.survivor_id,
+                    table.c.advocate_id,
+                    table.c.send_condition,
+                )
+                .where(table.c.status == Status.SCHEDULED, table.c.send_at <= now)
+                .order_by(table.c.send_at)
                 .limit(rt.settings.dispatch_batch_size)
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        rows = [row for row in candidates if await _still_wanted(session, row, now)]
-        for row in rows:
-            row.status = check_transition(row.status, Status.QUEUED)
-            row.queued_at = row.updated_at = now
-            audit.record(
-                session,
-                at=now,
-                actor=ACTOR,
-                action="notification.queued",
-                case_id=row.case_id,
-                notification_id=row.id,
-                rule=row.rule,
+        rows = []
+        for row in candidates:
+            if row.send_condition == "while_held":
+                mapped = await session.get_one(m.Notification, row.id)  # locked above
+                if not await _still_wanted(session, mapped, now):
+                    continue
+            rows.append(row)
+        for chunk in in_chunks([row.id for row in rows]):
+            await session.execute(
+                update(table)
+                .where(table.c.id.in_(chunk))
+                .values(status=Status.QUEUED, queued_at=now, updated_at=now)
             )
+        await audit.insert_rows(
+            session,
+            [
+                audit.row(
+                    at=now,
+                    actor=ACTOR,
+                    action="notification.queued",
+                    case_id=row.case_id,
+                    notification_id=row.id,
+                    rule=row.rule,
+                )
+                for row in rows
+            ],
+        )
         due = [
             (NotificationDue(r.id, r.channel or "", recipient_key(r).decode()), recipient_key(r))
             for r in rows
