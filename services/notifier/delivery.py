@@ -13,9 +13,9 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import (
     AsyncRetrying,
@@ -648,13 +648,9 @@ async def _record_result(rt: Runtime, claimed: Claim, outcome: Outcome) -> str:
     now = rt.clock.now()
     async with rt.sessions.begin() as session:
         row = await session.get_one(m.Notification, msg.notification_id, with_for_update=True)
-        attempt = await session.scalar(
-            select(m.DeliveryAttempt).where(
-                m.DeliveryAttempt.notification_id == row.id,
-                m.DeliveryAttempt.attempt_no == claimed.attempt_no,
-            )
-        )
+        attempt: dict[str, Any] = {}
         status, status_event = await _record_row(session, rt, claimed, outcome, row, attempt, now)
+        await _update_attempts(session, [(row.id, claimed.attempt_no, attempt)])
     if status_event is not None:
         await _announce(rt, msg.case_urn, status_event)
     return status
@@ -756,28 +752,42 @@ async def _record_in(
 ) -> list[tuple[str, dict[str, Any] | None]]:
     """Record these sends (their `rows` locked) in this transaction: each one's status and the
     status event to announce once it is committed."""
-    ids = [claimed.message.notification_id for claimed, _ in results]
-    attempts = {
-        (a.notification_id, a.attempt_no): a
-        for a in await session.scalars(
-            select(m.DeliveryAttempt).where(m.DeliveryAttempt.notification_id.in_(ids))
-        )
-    }
     recorded: list[tuple[str, dict[str, Any] | None]] = []
+    attempts: list[tuple[str, int, dict[str, Any]]] = []
     for claimed, outcome in results:
         nid = claimed.message.notification_id
-        recorded.append(
-            await _record_row(
-                session,
-                rt,
-                claimed,
-                outcome,
-                rows[nid],
-                attempts.get((nid, claimed.attempt_no)),
-                now,
-            )
-        )
+        attempt: dict[str, Any] = {}
+        recorded.append(await _record_row(session, rt, claimed, outcome, rows[nid], attempt, now))
+        attempts.append((nid, claimed.attempt_no, attempt))
+    await _update_attempts(session, attempts)
     return recorded
+
+
+_ATTEMPTS = cast(Table, m.DeliveryAttempt.__table__)
+
+
+async def _update_attempts(
+    session: AsyncSession, attempts: list[tuple[str, int, dict[str, Any]]]
+) -> None:
+    """Set each (notification, attempt number)'s attempt row's columns as `_record_row` wrote
+    them down: one UPDATE per set of columns, its rows as parameters. The rows are never
+    loaded, nor the words they keep decrypted; an attempt that does not exist is left alone."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for nid, attempt_no, values in attempts:
+        if values:
+            params = {"b_nid": nid, "b_no": attempt_no}
+            params |= {f"v_{column}": value for column, value in values.items()}
+            groups.setdefault(tuple(sorted(values)), []).append(params)
+    for columns, params_list in groups.items():
+        await session.execute(
+            update(_ATTEMPTS)
+            .where(
+                _ATTEMPTS.c.notification_id == bindparam("b_nid"),
+                _ATTEMPTS.c.attempt_no == bindparam("b_no"),
+            )
+            .values({column: bindparam(f"v_{column}") for column in columns}),
+            params_list,
+        )
 
 
 async def _announce_all(
@@ -802,11 +812,12 @@ async def _record_row(
     claimed: Claim,
     outcome: Outcome,
     row: m.Notification,
-    attempt: m.DeliveryAttempt | None,
+    attempt: dict[str, Any],
     now: datetime,
 ) -> tuple[str, dict[str, Any] | None]:
-    """Record one send's outcome on its locked row; its status, and the status event to
-    announce (None when there is nothing new to say)."""
+    """Record one send's outcome on its locked row, and in `attempt` the columns its attempt
+    row is to get (`_update_attempts`); its status, and the status event to announce (None
+    when there is nothing new to say)."""
     msg = claimed.message
     announce = True
     result, failure = outcome.result, outcome.failure
@@ -815,24 +826,24 @@ async def _record_row(
         announce = False
         row.status_reason = "lookup_failed"
         row.updated_at = now
-        if attempt is not None:
-            attempt.outcome, attempt.error_code = "lookup_failed", "lookup_failed"
+        attempt.update(outcome="lookup_failed", error_code="lookup_failed")
         if (now - claimed.first_attempt_at).total_seconds() > rt.settings.retry_window_s:
             _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
             await _tell_advocate(session, row, "delivery_unknown", now)
             announce = True
-        elif attempt is not None:
-            attempt.started_at = claimed.since  # still the cut-off attempt's time
+        else:
+            attempt["started_at"] = claimed.since  # still the cut-off attempt's time
     else:
-        if attempt is not None:
-            attempt.finished_at = now
-            attempt.outcome = "sent" if result else _failure_outcome(failure)
-            attempt.provider_ref = result.provider_ref if result else None
-            attempt.provider_status = (
+        attempt.update(
+            finished_at=now,
+            outcome="sent" if result else _failure_outcome(failure),
+            provider_ref=result.provider_ref if result else None,
+            provider_status=(
                 result.provider_status if result else failure.provider_status if failure else None
-            )
-            attempt.provider_code = failure.provider_code if failure else None
-            attempt.error_code = failure.code if failure else None
+            ),
+            provider_code=failure.provider_code if failure else None,
+            error_code=failure.code if failure else None,
+        )
         if result is not None:
             row.provider_ref = result.provider_ref
             row.sent_at = row.sent_at or result.at
