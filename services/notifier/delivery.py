@@ -394,8 +394,7 @@ async def _claim_row(
         if channel is not None and not channel.verifiable:
             # SMTP cannot be asked whether it went: a person finds out, nothing is resent.
             _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
-            if row.recipient_role == "survivor":
-                await hand_to_advocate(session, row, case, "delivery_unknown", now)
+            await _tell_advocate(session, row, "delivery_unknown", now)
             return None
     if not resume:
         reason = await no_longer_wanted(session, row, now)
@@ -914,9 +913,15 @@ def _failure_outcome(failure: ChannelFailure | None) -> str:
 async def _tell_advocate(
     session: AsyncSession, row: m.Notification, reason: str, now: datetime
 ) -> None:
+    """A survivor's message that may not have reached them: a task for their advocate. An
+    advocate's own: operations are warned (`notification.staff_delivery_unknown`), as for one
+    that failed, since nobody else is; it is not sent again, and held news keeps its own
+    fallback time."""
     if row.recipient_role == "survivor":
         case = await session.get_one(m.Case, row.case_id)
         await hand_to_advocate(session, row, case, reason, now)
+    else:
+        log.warning("notification.staff_delivery_unknown", notification_id=row.id, reason=reason)
 
 
 def _status_event(row: m.Notification, case_urn: str, now: datetime) -> dict[str, Any]:

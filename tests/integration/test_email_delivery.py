@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from services.cli import SERVICES
 from services.core.db import models as m
@@ -21,6 +22,7 @@ from tests.integration.test_pipeline import seed_team
 from tests.integration.test_twilio_delivery import post_event, until, with_email
 
 SURVIVOR = "casey@example.org"
+SUPERVISOR = "sam.supervisor@example.org"
 
 
 class Mailbox:
@@ -125,6 +127,32 @@ async def test_an_ambiguous_email_is_never_resent_and_the_advocate_is_told(
     task = next(msg for to, msg in mailbox.received if "Update to pass on" in msg["Subject"])
     body = task.get_body(("plain",))
     assert body is not None and "may or may not have reached them" in body.get_content()
+
+
+async def test_an_advocates_ambiguous_email_is_not_resent_and_operations_are_warned(
+    email_stack: tuple[Any, Mailbox],
+) -> None:
+    """An advocate's own e-mail that may or may not have arrived has nobody else to go to: it is
+    left `unknown`, not sent again, and operations get a warning naming the notification."""
+    stack, mailbox = email_stack
+    mailbox.drop_for = {SUPERVISOR}
+    with capture_logs() as logs:
+        await seed_team(stack)
+        await post_event(stack, no_text(with_email(_event("s1"))))
+
+        async def settled() -> dict[tuple[str, str], m.Notification]:
+            rows = await statuses(stack)
+            done = [r for r in rows.values() if r.status not in ("scheduled", "queued", "sending")]
+            return rows if len(done) == len(rows) == 2 else {}
+
+        rows = await until(settled)
+    staff = next(row for (role, _), row in rows.items() if role != "survivor")
+    assert (staff.status, staff.status_reason) == ("unknown", "delivery_unknown")
+    assert staff.attempts == 1
+    assert rows[("survivor", "survivor_welcome")].status == "sent"
+    warned = [e for e in logs if e["event"] == "notification.staff_delivery_unknown"]
+    assert [(e["log_level"], e["notification_id"]) for e in warned] == [("warning", staff.id)]
+    assert all(SUPERVISOR not in to for to, _ in mailbox.received)
 
 
 def _event(event_id: str) -> dict[str, Any]:
