@@ -40,7 +40,7 @@ def record(
     return entry
 
 
-def row(
+def row_values(
     *,
     at: datetime,
     actor: str,
@@ -65,8 +65,9 @@ def row(
 
 
 async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert audit rows (`row`) in the caller's transaction now, in one statement, bypassing
-    the session's unit of work: for a hot path that writes many and never reads them back."""
+    """Insert audit rows (`row_values`) in the caller's transaction now, in one statement,
+    bypassing the session's unit of work: for a hot path that writes many and never reads them
+    back."""
     if rows:
         await session.execute(insert(_AUDIT_LOG), rows)
 

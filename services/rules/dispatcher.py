@@ -154,7 +154,7 @@ async def release_due(rt: Runtime) -> int:
         await audit.insert_rows(
             session,
             [
-                audit.row(
+                audit.row_values(
                     at=now,
                     actor=ACTOR,
                     action="notification.queued",
