@@ -27,14 +27,16 @@ def record(
 ) -> AuditEntry:
     """Add one audit row to the caller's transaction (it commits with the change it explains)."""
     entry = AuditEntry(
-        at=at,
-        actor=actor,
-        action=action,
-        case_id=case_id,
-        case_event_id=case_event_id,
-        notification_id=notification_id,
-        rule=rule,
-        codes={k: v for k, v in codes.items() if v is not None},
+        **row_values(
+            at=at,
+            actor=actor,
+            action=action,
+            case_id=case_id,
+            case_event_id=case_event_id,
+            notification_id=notification_id,
+            rule=rule,
+            **codes,
+        )
     )
     session.add(entry)
     return entry

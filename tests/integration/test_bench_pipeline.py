@@ -7,28 +7,17 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from tests.conftest import PG_ADMIN_DSN, REPO
 
 
-def test_bench_pipeline_hands_every_notification_over_and_prints_its_figures() -> None:
+def bench_pipeline(*options: str) -> dict[str, Any]:
+    """Run `carehub bench pipeline` with these options; its figures (the last line)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHUB_")}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "bench",
-            "pipeline",
-            "--events",
-            "40",
-            "--cases",
-            "8",
-            "--pg-admin",
-            PG_ADMIN_DSN,
-            "--timeout",
-            "120",
-        ],
+        [sys.executable, "-m", "services.cli", "bench", "pipeline", *options]
+        + ["--pg-admin", PG_ADMIN_DSN, "--timeout", "120"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -36,7 +25,12 @@ def test_bench_pipeline_hands_every_notification_over_and_prints_its_figures() -
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def test_bench_pipeline_hands_every_notification_over_and_prints_its_figures() -> None:
+    figures = bench_pipeline("--events", "40", "--cases", "8")
     assert figures["complete"] is True
     # Half the survivors want every update (their text and their ISVA's e-mail), half only key
     # stages (the ISVA's e-mail alone): one and a half notifications an event.
@@ -52,35 +46,9 @@ def test_bench_pipeline_split_with_two_notifiers_hands_every_notification_over_o
     """Two notifier processes share `notifications.due` (two partitions each): every
     notification is handed over, none twice (the outbox journal's lines), and each process's
     figures are reported apart."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHUB_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "bench",
-            "pipeline",
-            "--events",
-            "80",
-            "--cases",
-            "16",
-            "--split",
-            "--notifiers",
-            "2",
-            "--no-baseline",
-            "--pg-admin",
-            PG_ADMIN_DSN,
-            "--timeout",
-            "120",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    figures = bench_pipeline(
+        "--events", "80", "--cases", "16", "--split", "--notifiers", "2", "--no-baseline"
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["complete"] is True and figures["notifiers"] == 2
     assert figures["notifications"] == figures["expected_notifications"] == 120
     assert figures["handovers"] == 120
