@@ -12,17 +12,15 @@ import httpx
 from sqlalchemy import select
 
 from services.cli import SERVICES
-from services.core.calendar import load_calendar
 from services.core.clock import FixedClock, write_clock_file
 from services.core.cloudevents import payload_hash
 from services.core.db import models as m
-from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.embedded_broker import EmbeddedBroker
 from services.core.records import CaseEventRef
 from services.core.runner import running_stack
-from services.core.runtime import Runtime
 from services.core.topics import CASE_EVENTS
 from services.rules.dispatcher import redrive
+from tests.integration.runtimes import migrated_runtime
 from tests.integration.test_pipeline import CE, crime_recorded, iso, seed_team, wait_for_files
 
 
@@ -119,17 +117,7 @@ async def test_events_waiting_behind_a_busy_rules_consumer_are_not_published_aga
     t0 = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)
     clock = FixedClock(t0)
     settings = make_settings(database_url=database_url, redrive_after_s=60)
-    engine = make_engine(settings.resolved_database_url)
-    await upgrade(engine)
     kept = CaseEventsKept()
-    rt = Runtime(
-        settings,
-        engine,
-        session_factory(engine),
-        clock,
-        load_calendar(None),
-        kept,  # type: ignore[arg-type]
-    )
 
     def event(
         event_id: str, *, published: datetime | None, processed: datetime | None = None
@@ -149,7 +137,7 @@ async def test_events_waiting_behind_a_busy_rules_consumer_are_not_published_aga
             processed_at=processed,
         )
 
-    try:
+    async with migrated_runtime(settings, clock, kept) as rt:
         async with rt.sessions.begin() as session:
             session.add_all(
                 [
@@ -172,8 +160,6 @@ async def test_events_waiting_behind_a_busy_rules_consumer_are_not_published_aga
         kept.events.clear()
         assert await redrive(rt) == {"events": 3, "notifications": 0}
         assert sorted(kept.events) == ["lost", "unpublished", "waiting"]
-    finally:
-        await engine.dispose()
 
 
 async def test_a_queued_notification_the_broker_lost_is_sent_once_the_notifier_is_idle(

@@ -23,10 +23,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from services.core.calendar import load_calendar
 from services.core.clock import FixedClock
 from services.core.db import models as m
-from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.runtime import Runtime
 from services.ingest.recording import record_event
 from services.notifier.channels import channels_from_settings
@@ -46,6 +44,7 @@ from services.rules.dispatcher import release_due
 from services.rules.engine import Engine
 from services.rules.ruleset import load_rules
 from tests.e2e.notifier_harness import notification_id
+from tests.integration.runtimes import migrated_runtime
 from tests.integration.test_pipeline import add_team
 
 SID = "AC" + "2" * 32
@@ -67,16 +66,12 @@ async def rt(make_settings: Any, database_url: str) -> AsyncIterator[Runtime]:
 
 @contextlib.asynccontextmanager
 async def runtime_for(settings: Any, clock: FixedClock | None = None) -> AsyncIterator[Runtime]:
-    engine = make_engine(settings.resolved_database_url)
-    await upgrade(engine)
-    runtime = Runtime(
-        settings,
-        engine,
-        session_factory(engine),
-        clock or FixedClock(T0),
-        load_calendar(None),
-        ListBroker(),  # type: ignore[arg-type]
-    )
+    async with migrated_runtime(settings, clock or FixedClock(T0), ListBroker()) as runtime:
+        await _seed_cases(runtime)
+        yield runtime
+
+
+async def _seed_cases(runtime: Runtime) -> None:
     async with runtime.sessions.begin() as session:
         _supervisor, isva = await add_team(session, T0)
         # Two survivors read Polish (no templates yet: English, and a task for their ISVA).
@@ -105,10 +100,6 @@ async def runtime_for(settings: Any, clock: FixedClock | None = None) -> AsyncIt
                     ),
                 ]
             )
-    try:
-        yield runtime
-    finally:
-        await engine.dispose()
 
 
 async def queued_for(
