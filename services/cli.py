@@ -588,11 +588,13 @@ app.add_typer(report_app, name="report")
 @audit_app.command("verify")
 def audit_verify(
     seal_first: bool = typer.Option(
-        True, help="Seal what is committed but not yet sealed before checking."
+        True,
+        help="Seal every committed row not yet sealed (looking from the start of the log) "
+        "before checking.",
     ),
 ) -> None:
     """Walk the audit chain; exit 1 and name the first row or seal that does not fit."""
-    from services.core.audit_seal import seal_pending, verify
+    from services.core.audit_seal import SealCursor, seal_pending, verify
     from services.core.clock import clock_from_settings
     from services.core.db.engine import session_factory
 
@@ -606,7 +608,12 @@ def audit_verify(
             sessions = session_factory(engine)
             now = clock_from_settings(settings.clock_file).now()
             if seal_first:
-                while await seal_pending(sessions, now=now) >= 5000:
+                # Every row, from seq 0 (the periodic sweeps go back an hour or two): a
+                # backlog in one walk, then once more from the start for any that came late.
+                cursor = SealCursor()
+                while await seal_pending(sessions, now=now, cursor=cursor, from_start=True) >= 5000:
+                    pass
+                while await seal_pending(sessions, now=now, from_start=True) >= 5000:
                     pass
             report.append(await verify(sessions, now=now))
         finally:

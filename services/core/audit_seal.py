@@ -33,8 +33,16 @@ below it is sealed. It advances in two steps: a round that has caught up notes t
 visible seq as a candidate, and a round that has caught up at least `HORIZON` later promotes it.
 A row at or below the candidate that was not yet visible belongs to a transaction that had
 started before the candidate was noted (sequences are monotonic), so only a transaction open for
-longer than `HORIZON` can slip below the mark; for those, a full sweep (from seq 0) runs every
-`FULL_SWEEP_EVERY`. Nothing committed stays unsealed, and `verify` reports unsealed rows.
+longer than `HORIZON` can slip below the mark; for those, a full sweep runs every
+`FULL_SWEEP_EVERY`.
+
+The full sweep does not go back to seq 0, which would read the whole log (years of it) every
+hour: it goes back to `sweep_floor`, the `swept_to` the sweep before last found. A row below
+that belongs to a transaction that took its seq before that mark's candidate was noted and
+committed after the last sweep began: open for longer than `FULL_SWEEP_EVERY` plus `HORIZON`.
+The sweeps do not look for those; `verify` reports them (unsealed past `UNSEALED_GRACE`), and
+`carehub audit verify` first seals from seq 0 (`from_start`). The first sweep of a chain, and
+one after the database clock went back, start from 0 too.
 
 **One sealer at a time.** A round runs in one transaction that first locks the single
 `audit_chain_head` row (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's write lock, taken by
@@ -56,6 +64,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -141,13 +150,58 @@ def _unsealed() -> Any:
     return ~exists().where(AuditSeal.seq == AuditEntry.seq)
 
 
+@dataclass
+class SealCursor:
+    """Where one process's sealing rounds have got to, so that the next need not walk again,
+    from the marks, past every row already sealed.
+
+    - While a backlog is sealed (a round sealed a full batch) each round carries on after the
+      last: without that a backlog of N rows costs N²/batch row visits (a million rows on a new
+      database: most of an hour); with it, N.
+    - Caught up, a round starts from the marks at most once every `every` seconds, and
+      otherwise after the last row sealed: a walk from the marks covers `HORIZON` to twice that
+      of rows (a replay writes hundreds a second), and it is only needed for a row that
+      committed after higher ones were sealed, which then waits up to `every` seconds.
+
+    Only a hint, kept in one process: only a round from the marks moves them.
+    """
+
+    after: int | None = None
+    behind: bool = False
+    marks_at: float | None = None  # time.monotonic() of the last round from the marks
+    every: float = 60.0
+
+    def carries_on(self, lower: int) -> bool:
+        """Whether the next round starts after `after` rather than from the marks (`lower`)."""
+        if self.after is None or self.after <= lower:
+            return False
+        recent = self.marks_at is not None and time.monotonic() - self.marks_at < self.every
+        return self.behind or recent
+
+    def moved(self, *, start: int, sealed: list[int], batch: int, from_marks: bool) -> None:
+        """Note a round that stood: it started after `start` and sealed `sealed` (in order)."""
+        if sealed:
+            self.after = max(self.after or 0, sealed[-1])
+        elif not from_marks:
+            self.after = start
+        self.behind = len(sealed) == batch
+        if from_marks and not self.behind:
+            self.marks_at = time.monotonic()
+
+
 async def seal_pending(
-    sessions: async_sessionmaker[AsyncSession], *, now: datetime, batch: int = 5000
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    batch: int = 5000,
+    cursor: SealCursor | None = None,
+    from_start: bool = False,
 ) -> int:
     """Seal up to `batch` committed, unsealed audit rows in one transaction; return how many.
 
     Safe to call from several processes at once (they take turns on the chain head). A return
-    value equal to `batch` means more may be waiting: call again.
+    value equal to `batch` means more may be waiting: call again. `from_start` looks at every
+    row, as a full sweep from seq 0 (`carehub audit verify` does, before it checks).
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -162,16 +216,19 @@ async def seal_pending(
         # every sealer shares (the database's), not the application clock tests move about.
         clock = await session.scalar(select(type_coerce(func.current_timestamp(), UTCDateTime())))
         assert clock is not None
-        full = (
-            head.full_sweep_at is None
+        trust_none = (
+            from_start
+            or head.full_sweep_at is None
             or clock < head.full_sweep_at  # the clock went back: trust no mark
-            or clock - head.full_sweep_at >= FULL_SWEEP_EVERY
         )
-        lower = 0 if full else head.swept_to
+        full = trust_none or clock - head.full_sweep_at >= FULL_SWEEP_EVERY
+        lower = 0 if trust_none else head.sweep_floor if full else head.swept_to
+        from_marks = cursor is None or not cursor.carries_on(lower)
+        start = lower if from_marks or cursor is None or cursor.after is None else cursor.after
         rows = (
             await session.execute(
                 select(*_ROW_COLUMNS)
-                .where(AuditEntry.seq > lower, _unsealed())
+                .where(AuditEntry.seq > start, _unsealed())
                 .order_by(AuditEntry.seq)
                 .limit(batch)
             )
@@ -199,9 +256,11 @@ async def seal_pending(
             await session.execute(insert(_SEALS), seals)
             head.position, head.hash = position, prev
 
-        if len(rows) < batch:  # caught up: the marks may move
+        if len(rows) < batch and from_marks:  # caught up: the marks may move
             if full:
                 head.full_sweep_at = clock
+                # The next sweep goes back to where this one's predecessor found the marks.
+                head.sweep_floor, head.sweep_next_floor = head.sweep_next_floor, head.swept_to
                 changed = True
             candidate, noted = head.candidate_seq, head.candidate_at
             if candidate is not None and noted is not None:
@@ -217,6 +276,10 @@ async def seal_pending(
                     changed = True
         if changed:
             head.updated_at = clock
+    if cursor is not None:  # once the round stands
+        cursor.moved(
+            start=start, sealed=[row.seq for row in rows], batch=batch, from_marks=from_marks
+        )
     if seals:
         log.info("audit.sealed", count=len(seals), position=position, head_hash=prev)
     return len(seals)
@@ -474,6 +537,7 @@ __all__ = [
     "VerifyReport",
     "canonical_document",
     "seal_hash",
+    "SealCursor",
     "seal_pending",
     "verify",
 ]

@@ -49,6 +49,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 FINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+# Where a message nobody has been told of yet can be: every status but the final ones (`sent`
+# among them: a text sent is not yet delivered). In the order of `Status`.
+NOT_TOLD = tuple(s.value for s in Status if s not in FINAL)
 
 
 class IllegalTransition(ValueError):

@@ -20,7 +20,7 @@ from sqlalchemy import Table, false, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, gauges, metrics
-from services.core.audit_seal import seal_pending
+from services.core.audit_seal import SealCursor, seal_pending
 from services.core.db import models as m
 from services.core.db.queries import in_chunks
 from services.core.domain import EventStatus
@@ -39,6 +39,7 @@ from services.rules.silence import prompt_silence
 NAME = "dispatcher"
 SEAL_BATCH = 5000
 SEAL_ROUNDS = 4
+SEAL_CURSOR = "carehub.seal_cursor"  # this process's SealCursor, in Runtime.extras
 ACTOR = "dispatcher"
 log = get_logger(NAME)
 
@@ -332,8 +333,9 @@ async def alert_parked(rt: Runtime) -> int:
 async def seal_audit(rt: Runtime) -> int:
     """Seal the committed audit rows into the hash chain (several dispatchers take turns)."""
     sealed = 0
+    cursor = rt.extras.setdefault(SEAL_CURSOR, SealCursor())
     for _ in range(SEAL_ROUNDS):  # a big backlog is sealed over several passes, not in one
-        count = await seal_pending(rt.sessions, now=rt.clock.now(), batch=SEAL_BATCH)
+        count = await seal_pending(rt.sessions, now=rt.clock.now(), batch=SEAL_BATCH, cursor=cursor)
         sealed += count
         if count < SEAL_BATCH:
             break

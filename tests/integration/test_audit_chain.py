@@ -21,6 +21,7 @@ from services.core.audit_seal import (
     HORIZON,
     ROW_FIELDS,
     UNSEALED_GRACE,
+    SealCursor,
     seal_hash,
     seal_pending,
     verify,
@@ -181,6 +182,46 @@ async def test_a_row_that_commits_after_higher_ones_were_sealed_joins_the_chain_
     await assert_one_good_chain(db.sessions)
 
 
+async def test_a_round_that_is_behind_carries_on_where_the_last_one_stopped(db: Db) -> None:
+    """A backlog is sealed in one walk: a round after a full batch starts after that batch's
+    last row, not again from the marks past every row just sealed. A row that commits below it
+    meanwhile is sealed by the next round from the marks (at once here: `every=0`), and only
+    such a round moves the marks."""
+    await write_at(db.sessions, [2, 4, 6, 8, 10, 12])
+    cursor = SealCursor(every=0)
+    assert await seal_pending(db.sessions, now=T0, batch=4, cursor=cursor) == 4
+    assert cursor.after == 8 and cursor.behind
+    await write_at(db.sessions, [5])  # commits late, below where the round stopped
+    assert await seal_pending(db.sessions, now=T0, batch=4, cursor=cursor) == 2  # 10 and 12
+    assert cursor.after == 12 and not cursor.behind
+    report = await verify(db.sessions, now=T0)
+    assert report.unsealed == 1 and report.oldest_unsealed_seq == 5
+    async with db.sessions() as session:
+        head = await session.get(m.AuditChainHead, 1)
+        assert head is not None and head.candidate_seq is None and head.full_sweep_at is None
+    assert await seal_pending(db.sessions, now=T0, batch=4, cursor=cursor) == 1
+    assert (await chain(db.sessions))[-1] == (7, 5)
+    async with db.sessions() as session:
+        head = await session.get(m.AuditChainHead, 1)
+        assert head is not None and head.candidate_seq == 12 and head.full_sweep_at is not None
+    await assert_one_good_chain(db.sessions)
+
+
+async def test_caught_up_a_round_looks_behind_it_once_a_minute(db: Db) -> None:
+    """Caught up, rounds carry on after the last row sealed; the walk from the marks, which
+    finds a row that committed after higher ones were sealed, comes once every `every`."""
+    cursor = SealCursor()  # every 60 s
+    await write_at(db.sessions, [2, 4])
+    assert await seal_pending(db.sessions, now=T0, cursor=cursor) == 2  # from the marks
+    await write_at(db.sessions, [3, 6])  # 3 commits late
+    assert await seal_pending(db.sessions, now=T0, cursor=cursor) == 1  # 6, after 4
+    assert (await verify(db.sessions, now=T0)).oldest_unsealed_seq == 3
+    assert cursor.marks_at is not None
+    cursor.marks_at -= cursor.every  # a minute on
+    assert await seal_pending(db.sessions, now=T0, cursor=cursor) == 1  # 3, from the marks
+    await assert_one_good_chain(db.sessions)
+
+
 async def age_marks(sessions: Sessions, **by: timedelta) -> None:
     """Move the sealer's sweep marks back, as if that much real time had passed."""
     async with sessions() as session, session.begin():
@@ -217,6 +258,46 @@ async def test_a_transaction_open_past_the_horizon_is_caught_by_the_full_sweep(d
     await age_marks(db.sessions, full_sweep_at=FULL_SWEEP_EVERY)
     assert await seal_pending(db.sessions, now=stale) == 1  # the full sweep finds it
     await assert_one_good_chain(db.sessions)
+
+
+async def test_the_full_sweep_goes_back_to_the_marks_of_the_sweep_before_last(db: Db) -> None:
+    """The hourly sweep does not read the whole log: it starts where the sweep before last
+    found the marks. A row below that (a transaction open for more than an hour) is left to
+    `verify`, which names it, and to a sweep from the start, which seals it."""
+    await write_at(db.sessions, [1002, 1003, 1004, 1005])
+    assert await seal_pending(db.sessions, now=T0) == 4  # the first sweep, from 0
+    await age_marks(db.sessions, candidate_at=HORIZON)
+    assert await seal_pending(db.sessions, now=T0) == 0  # promotes 1005
+    floors = []
+    for _ in range(2):
+        await age_marks(db.sessions, full_sweep_at=FULL_SWEEP_EVERY)
+        assert await seal_pending(db.sessions, now=T0) == 0
+        async with db.sessions() as session:
+            head = await session.get(m.AuditChainHead, 1)
+            assert head is not None and head.swept_to == 1005
+            floors.append((head.sweep_floor, head.sweep_next_floor))
+    assert floors == [(0, 1005), (1005, 1005)]
+
+    await write_at(db.sessions, [1001])  # its transaction was open for over an hour
+    await age_marks(db.sessions, full_sweep_at=FULL_SWEEP_EVERY)
+    assert await seal_pending(db.sessions, now=T0) == 0  # a sweep from 1005 does not see it
+    stale = T0 + UNSEALED_GRACE + timedelta(seconds=1)
+    report = await verify(db.sessions, now=stale)
+    assert not report.ok and report.first_problem_seq == 1001
+    assert await seal_pending(db.sessions, now=stale, from_start=True) == 1
+    await assert_one_good_chain(db.sessions)
+
+
+async def test_our_postgresql_sessions_do_not_stay_idle_in_a_transaction(pg_url: str) -> None:
+    """The sealer's marks assume no transaction stays open for an hour: carehub's own
+    connections have PostgreSQL end one left idle for ten minutes."""
+    engine = make_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            shown = await conn.scalar(text("SHOW idle_in_transaction_session_timeout"))
+    finally:
+        await engine.dispose()
+    assert shown == "10min"
 
 
 # -- tampering -----------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import (
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+IDLE_TX_TIMEOUT = "10min"
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     """An async engine; on SQLite with WAL and a busy timeout so the embedded stack's tasks
     (ingest, rules, dispatcher, notifier in one process) wait for each other instead of failing."""
@@ -48,8 +51,18 @@ def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    connect_args: dict[str, Any] = {}
+    if "+asyncpg" in url:
+        # No transaction of ours stays open, idle, for long: one that did could commit audit rows
+        # below the sealer's marks (services.core.audit_seal). Ten minutes is far beyond any.
+        connect_args["server_settings"] = {"idle_in_transaction_session_timeout": IDLE_TX_TIMEOUT}
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args=connect_args,
     )
 
 

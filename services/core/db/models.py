@@ -23,12 +23,14 @@ from sqlalchemy import (
     Time,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.core.db.protected import Protected, ProtectedBytes, ProtectedJSON
 from services.core.db.types import UTCDateTime
 from services.core.keys import blind_index
+from services.core.states import NOT_TOLD
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -233,6 +235,16 @@ class DecisionRow(Base):
     decided_at: Mapped[datetime]
 
 
+# The partial indexes' conditions. A query that wants one of them says the same in literals
+# (`services.core.db.queries.not_told`): a bound parameter would not prove it to the planner.
+NOT_TOLD_WHERE = "informed_at IS NULL AND status IN ({})".format(
+    ", ".join(f"'{status}'" for status in NOT_TOLD)
+)
+SURVIVOR_TOLD_WHERE = "recipient_role = 'survivor' AND informed_at IS NOT NULL"
+PARKED_ALERT = "event.parked_too_long"
+PARKED_ALERT_WHERE = f"action = '{PARKED_ALERT}'"
+
+
 class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
@@ -240,6 +252,23 @@ class Notification(Base):
         Index(None, "case_id"),
         # The letter and decision look-ups of an event's messages (the notifier, the portal).
         Index(None, "case_event_id"),
+        # What nobody has been told yet: the gauges count it every beat. Partial, so it stays
+        # as small as the work in hand while the table holds years of history.
+        Index(
+            "ix_notifications_not_told",
+            "status",
+            "recipient_role",
+            "due_by",
+            postgresql_where=text(NOT_TOLD_WHERE),
+            sqlite_where=text(NOT_TOLD_WHERE),
+        ),
+        # What survivors were told, by when: the feedback question's look-back.
+        Index(
+            "ix_notifications_survivor_informed_at",
+            "informed_at",
+            postgresql_where=text(SURVIVOR_TOLD_WHERE),
+            sqlite_where=text(SURVIVOR_TOLD_WHERE),
+        ),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid5, deterministic
     case_event_id: Mapped[int] = mapped_column(ForeignKey("case_events.id"))
@@ -341,7 +370,18 @@ class AuditEntry(Base):
     """
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index(None, "notification_id"), Index(None, "case_id"))
+    __table_args__ = (
+        Index(None, "notification_id"),
+        Index(None, "case_id"),
+        # Which parked events operations were already warned of (`alert_parked`, every beat):
+        # partial, so the question does not read the whole log.
+        Index(
+            "ix_audit_log_parked_alerts",
+            "case_event_id",
+            postgresql_where=text(PARKED_ALERT_WHERE),
+            sqlite_where=text(PARKED_ALERT_WHERE),
+        ),
+    )
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(64))  # service name or "advocate:<id>"
@@ -376,13 +416,17 @@ class AuditChainHead(Base):
     position: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
     # Every row with seq <= swept_to is sealed (rows of transactions open past the horizon are
-    # caught by the periodic full sweep).
+    # caught by the periodic full sweep, from `sweep_floor`).
     swept_to: Mapped[int] = mapped_column(BigInteger)
     candidate_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # These three are the database's clock (real time), not the application clock.
     candidate_at: Mapped[datetime | None] = mapped_column(nullable=True)
     full_sweep_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Where the next full sweep starts (the `swept_to` the sweep before last found), and what it
+    # will be after the next one.
+    sweep_floor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    sweep_next_floor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class LetterTask(Base):

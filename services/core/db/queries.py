@@ -6,15 +6,35 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
 from services.core.domain import ContactPreference, Detail, Frequency
+from services.core.states import NOT_TOLD
 
 T = TypeVar("T")
 # Longest IN list one statement gets (SQLite limits the parameters of a statement).
 IN_LIST_MAX = 500
+
+
+def not_told() -> ColumnElement[bool]:
+    """Nobody has been told of this notification yet and it is still on its way: the condition
+    of the partial index `ix_notifications_not_told`, in literals, so that the planner sees the
+    query is within it (as it would not with bound parameters)."""
+    return and_(
+        m.Notification.informed_at.is_(None),
+        m.Notification.status.in_([literal_column(f"'{status}'") for status in NOT_TOLD]),
+    )
+
+
+def survivor_told() -> ColumnElement[bool]:
+    """A survivor's notification they were told of: `ix_notifications_survivor_informed_at`'s
+    condition, in literals as `not_told`."""
+    return and_(
+        m.Notification.recipient_role == literal_column("'survivor'"),
+        m.Notification.informed_at.is_not(None),
+    )
 
 
 def in_chunks(items: Sequence[T], size: int = IN_LIST_MAX) -> list[Sequence[T]]:
