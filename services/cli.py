@@ -760,6 +760,37 @@ def bench_pipeline_command(
         raise typer.Exit(1)
 
 
+@bench_app.command("periodic")
+def bench_periodic_command(
+    history: int = typer.Option(
+        100_000, "--history", min=1, help="Finished past events (about 1.5 notifications each)."
+    ),
+    cases: int = typer.Option(2000, "--cases", min=1, help="Open cases they fall on."),
+    pg_admin: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "--pg-admin",
+        help="A PostgreSQL server to create the throw-away database on.",
+    ),
+) -> None:
+    """Milliseconds each of the dispatcher's periodic beats takes against a long history."""
+    from services.bench_periodic import bench_periodic
+
+    configure_logging("WARNING")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    figures: dict[str, Any] = {}
+
+    async def main() -> None:
+        figures.update(await bench_periodic(history, cases, pg_admin))
+
+    _run_async(main)
+    slowest = max(figures["ms"].items(), key=lambda item: item[1])
+    err(
+        f"{figures['rows']['notifications']} notifications in the history: the beats cost "
+        f"{figures['ms_per_minute']} ms a minute; slowest {slowest[0]} at {slowest[1]} ms"
+    )
+    result(figures)
+
+
 @app.command("templates")
 def templates_command(
     markdown: bool = typer.Option(True, "--markdown", help="Print docs/templates.md."),

@@ -1,7 +1,12 @@
 """Gauges read from the database, which only a process that owns the periodic work sets (the
-dispatcher, on its re-drive beat): how many notifications are in each state, and how many owed
-survivor notifications are close to, or past, their Victims' Code deadline and not yet
-delivered. The database is the truth, so one sampler is enough for every process to share.
+dispatcher, on its re-drive beat): how many notifications nobody has been told of yet are in each
+state, and how many owed survivor notifications are close to, or past, their Victims' Code
+deadline. The database is the truth, so one sampler is enough for every process to share.
+
+Both read the partial index `ix_notifications_not_told` only: it holds the work in hand, so a
+sample costs the same with a week of history as with seven years. Final states are not
+sampled (counting them would read the whole history every beat): how many notifications reached
+each is the counter `carehub_notifications_total{status}`.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
-from services.core.states import FINAL, Status
+from services.core.db.queries import not_told
+from services.core.states import NOT_TOLD
 
 NOTIFICATIONS_BY_STATUS = Gauge(
     "carehub_notifications_by_status",
-    "Notifications now in each status (sampled by the dispatcher)",
+    "Notifications nobody has been told of yet, in each status that is not final (a text "
+    "`sent` is waiting for its receipt; sampled by the dispatcher)",
     ["status"],
 )
 OWED_NEAR_DEADLINE = Gauge(
@@ -28,34 +35,32 @@ OWED_NEAR_DEADLINE = Gauge(
     ["window"],
 )
 WINDOWS = (("overdue", timedelta(0)), ("4h", timedelta(hours=4)), ("24h", timedelta(hours=24)))
-# Not yet told: what is still on its way (a sent text is not yet delivered).
-NOT_TOLD = [s.value for s in Status if s not in FINAL] + [Status.SENT.value]
 
 
 async def sample(session: AsyncSession, now: datetime) -> dict[str, dict[str, int]]:
     """Read the figures and set the gauges; return them (for tests and logs)."""
+    waiting = not_told()
     by_status = dict(
         (
             await session.execute(
-                select(m.Notification.status, func.count()).group_by(m.Notification.status)
+                select(m.Notification.status, func.count())
+                .where(waiting)
+                .group_by(m.Notification.status)
             )
         ).all()
     )
-    for status in Status:
-        NOTIFICATIONS_BY_STATUS.labels(status.value).set(by_status.get(status.value, 0))
-    near: dict[str, int] = {}
-    for window, ahead in WINDOWS:
-        count = await session.scalar(
-            select(func.count())
-            .select_from(m.Notification)
-            .where(
-                m.Notification.recipient_role == "survivor",
-                m.Notification.due_by.is_not(None),
-                m.Notification.due_by <= now + ahead,
-                m.Notification.informed_at.is_(None),
-                m.Notification.status.in_(NOT_TOLD),
-            )
+    for status in NOT_TOLD:
+        NOTIFICATIONS_BY_STATUS.labels(status).set(by_status.get(status, 0))
+    owed = (m.Notification.recipient_role == "survivor") & m.Notification.due_by.is_not(None)
+    counts = (
+        await session.execute(
+            select(
+                *(func.count().filter(m.Notification.due_by <= now + ahead) for _, ahead in WINDOWS)
+            ).where(waiting, owed)
         )
+    ).one()
+    near: dict[str, int] = {}
+    for (window, _), count in zip(WINDOWS, counts, strict=True):
         near[window] = int(count or 0)
         OWED_NEAR_DEADLINE.labels(window).set(near[window])
     return {"by_status": {k: int(v) for k, v in by_status.items()}, "owed": near}

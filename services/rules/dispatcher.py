@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, cast
 
 from fastapi import FastAPI
-from sqlalchemy import Table, false, func, or_, select, true, update
+from sqlalchemy import Table, false, func, literal_column, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core import audit, gauges, metrics
@@ -298,7 +298,8 @@ async def alert_parked(rt: Runtime) -> int:
         already = (
             select(m.AuditEntry.seq)
             .where(
-                m.AuditEntry.action == "event.parked_too_long",
+                # In literals: the condition of `ix_audit_log_parked_alerts`.
+                m.AuditEntry.action == literal_column(f"'{m.PARKED_ALERT}'"),
                 m.AuditEntry.case_event_id == m.CaseEvent.id,
             )
             .exists()
@@ -317,7 +318,7 @@ async def alert_parked(rt: Runtime) -> int:
                 session,
                 at=now,
                 actor=ACTOR,
-                action="event.parked_too_long",
+                action=m.PARKED_ALERT,
                 case_event_id=event.id,
                 type=event.type,
             )

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core import audit
 from services.core.calendar import london_date
 from services.core.db import models as m
-from services.core.db.queries import current_preferences, to_domain_preference
+from services.core.db.queries import current_preferences, survivor_told, to_domain_preference
 from services.core.domain import notification_id, safe_channel
 from services.core.feedback import ANSWER_WITHIN, TEMPLATE, TOLD
 from services.core.logs import get_logger
@@ -56,9 +56,8 @@ async def ask_for_feedback(rt: Runtime, rules: RuleSet, *, limit: int = 200) -> 
                 select(m.Notification, m.CaseEvent.type)
                 .join(m.CaseEvent, m.CaseEvent.id == m.Notification.case_event_id)
                 .where(
-                    m.Notification.recipient_role == "survivor",
+                    survivor_told(),  # `ix_notifications_survivor_informed_at`
                     m.Notification.status.in_(TOLD),
-                    m.Notification.informed_at.is_not(None),
                     m.Notification.informed_at <= now - ASK_AFTER,
                     m.Notification.informed_at > now - LOOK_BACK,
                     m.Notification.template != TEMPLATE,

@@ -37,29 +37,24 @@ async def prompt_silence(rt: Runtime, rules: RuleSet, *, limit: int = 1000) -> i
     rule = rules.rule_name(RULE_ID)
     shortest = min(rules.silence.after_days.values())
     async with rt.sessions.begin() as session:
-        informed = (
-            select(
-                m.Notification.case_id,
-                m.Notification.survivor_id,
-                func.max(m.Notification.informed_at).label("last"),
-            )
-            .where(
-                m.Notification.recipient_role == "survivor",
-                m.Notification.informed_at.is_not(None),
-            )
-            .group_by(m.Notification.case_id, m.Notification.survivor_id)
-            .subquery()
+        # Asked per case and survivor (correlated), so each looks at that case's notifications
+        # by `ix_notifications_case_id`: the cost follows the open cases, not the history. A
+        # join to these as grouped subqueries would aggregate every notification ever sent.
+        mine = (m.Notification.case_id == m.CaseSurvivor.case_id) & (
+            m.Notification.survivor_id == m.CaseSurvivor.survivor_id
         )
+        informed = (
+            select(func.max(m.Notification.informed_at))
+            .where(mine, m.Notification.recipient_role == "survivor")
+            .correlate(m.CaseSurvivor)
+            .scalar_subquery()
+        )
+        # Any rules version's prompt counts: a new version must not prompt everyone again.
         prompted = (
-            select(
-                m.Notification.case_id,
-                m.Notification.survivor_id,
-                func.max(m.Notification.created_at).label("last"),
-            )
-            # Any rules version's prompt counts: a new version must not prompt everyone again.
-            .where(m.Notification.status_reason == "silence")
-            .group_by(m.Notification.case_id, m.Notification.survivor_id)
-            .subquery()
+            select(func.max(m.Notification.created_at))
+            .where(mine, m.Notification.status_reason == "silence")
+            .correlate(m.CaseSurvivor)
+            .scalar_subquery()
         )
         created = 0
         after: tuple[int, int] = (0, 0)
@@ -70,21 +65,11 @@ async def prompt_silence(rt: Runtime, rules: RuleSet, *, limit: int = 1000) -> i
                         m.CaseSurvivor.case_id,
                         m.CaseSurvivor.survivor_id,
                         m.CaseSurvivor.added_at,
-                        informed.c.last,
-                        prompted.c.last,
+                        informed,
+                        prompted,
                     )
                     .join(m.Case, m.Case.id == m.CaseSurvivor.case_id)
                     .join(m.Survivor, m.Survivor.id == m.CaseSurvivor.survivor_id)
-                    .outerjoin(
-                        informed,
-                        (informed.c.case_id == m.CaseSurvivor.case_id)
-                        & (informed.c.survivor_id == m.CaseSurvivor.survivor_id),
-                    )
-                    .outerjoin(
-                        prompted,
-                        (prompted.c.case_id == m.CaseSurvivor.case_id)
-                        & (prompted.c.survivor_id == m.CaseSurvivor.survivor_id),
-                    )
                     .where(
                         m.Case.status == "open",
                         m.Survivor.erased_at.is_(None),

@@ -14,10 +14,14 @@ from tests.conftest import PG_ADMIN_DSN, REPO
 
 def bench_pipeline(*options: str) -> dict[str, Any]:
     """Run `carehub bench pipeline` with these options; its figures (the last line)."""
+    return run_bench("pipeline", *options, "--timeout", "120")
+
+
+def run_bench(*arguments: str) -> dict[str, Any]:
+    """Run `carehub bench ...` on the test PostgreSQL server; its figures (the last line)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREHUB_")}
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "bench", "pipeline", *options]
-        + ["--pg-admin", PG_ADMIN_DSN, "--timeout", "120"],
+        [sys.executable, "-m", "services.cli", "bench", *arguments, "--pg-admin", PG_ADMIN_DSN],
         cwd=REPO,
         env=env,
         capture_output=True,
