@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from services.core import audit
 from services.core.calendar import london_date
@@ -50,6 +51,30 @@ async def ask_for_feedback(rt: Runtime, rules: RuleSet, *, limit: int = 200) -> 
     now = rt.clock.now()
     key_stages = {t for t, rule in rules.events.items() if rule.key_stage}
     distressing_template = rules.distressing.survivor
+    # Who can be asked at all is asked in SQL too: the look-back holds every survivor's told
+    # messages, oldest first, and with those of survivors who did not say yes, or were asked
+    # lately, filling the page, the others would only be reached at the end of the look-back.
+    chosen, newer = aliased(m.ContactPreference), aliased(m.ContactPreference)
+    said_yes = (
+        select(chosen.id)
+        .where(
+            chosen.survivor_id == m.Notification.survivor_id,
+            chosen.feedback_opt_in.is_(True),
+            chosen.opted_out.is_(False),
+            ~select(newer.id)
+            .where(newer.survivor_id == chosen.survivor_id, newer.version > chosen.version)
+            .exists(),
+        )
+        .exists()
+    )
+    asked_recently = (
+        select(m.FeedbackQuestion.id)
+        .where(
+            m.FeedbackQuestion.survivor_id == m.Notification.survivor_id,
+            m.FeedbackQuestion.asked_at > now - QUIET_BETWEEN,
+        )
+        .exists()
+    )
     async with rt.sessions.begin() as session:
         told = (
             await session.execute(
@@ -64,6 +89,8 @@ async def ask_for_feedback(rt: Runtime, rules: RuleSet, *, limit: int = 200) -> 
                     m.Notification.template != distressing_template,
                     m.Notification.hold_reason.is_(None),
                     m.CaseEvent.type.in_(sorted(key_stages)),
+                    said_yes,
+                    ~asked_recently,
                 )
                 .order_by(m.Notification.informed_at)
                 .limit(limit * 5)

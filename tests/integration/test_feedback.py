@@ -128,6 +128,53 @@ async def test_one_question_a_week_after_a_key_stage_and_not_again(told: Told) -
     assert question.expires_at == A_WEEK_ON + timedelta(days=28)
 
 
+async def test_a_survivor_due_a_question_is_reached_behind_many_who_cannot_be_asked(
+    told: Told,
+) -> None:
+    """The look-back is read oldest first, a page at a time: older told messages of survivors
+    who did not say yes must not fill the page and keep those who did waiting."""
+    await told.opt_in()
+    async with told.rt.sessions.begin() as session:
+        welcome = await session.get_one(m.Notification, told.welcome_id)
+        other = m.Survivor(party_ref="test:other", full_name="Sam Example", created_at=CRIME_AT)
+        session.add(other)
+        await session.flush()
+        session.add(
+            m.ContactPreference(
+                survivor_id=other.id,
+                version=1,
+                recorded_at=CRIME_AT,
+                recorded_by="test",
+                reason_code="test",
+                phone="+447700900456",
+                sms_safe=True,
+            )
+        )
+        for n in range(5):  # a page of them (5 for a limit of 1), told before the welcome
+            session.add(
+                m.Notification(
+                    id=f"00000000-0000-0000-0000-00000000000{n}",
+                    case_event_id=welcome.case_event_id,
+                    case_id=welcome.case_id,
+                    event_source=welcome.event_source,
+                    event_id=welcome.event_id,
+                    recipient_role="survivor",
+                    survivor_id=other.id,
+                    channel="sms",
+                    template=welcome.template,
+                    rules_version=welcome.rules_version,
+                    rule=welcome.rule,
+                    status="delivered",
+                    created_at=CRIME_AT,
+                    updated_at=CRIME_AT,
+                    informed_at=CRIME_AT - timedelta(minutes=5 - n),
+                )
+            )
+    assert await ask_for_feedback(told.rt, told.rules, limit=1) == 1
+    (question,) = await told.questions()
+    assert question.survivor_id == told.survivor_id
+
+
 async def test_never_asked_after_distressing_news_or_when_opted_out(told: Told) -> None:
     await told.opt_in()
     async with told.rt.sessions.begin() as session:
