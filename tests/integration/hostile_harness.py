@@ -19,10 +19,8 @@ from sqlalchemy import func, select, update
 from twilio.request_validator import RequestValidator
 
 from services import demo, portal
-from services.core.calendar import load_calendar
 from services.core.clock import FixedClock
 from services.core.db import models as m
-from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.runner import base_app
 from services.core.runtime import Runtime
 from services.core.settings import Settings
@@ -32,6 +30,7 @@ from services.portal.auth import issue_api_token
 from services.rules.consumer import RulesConsumer
 from services.rules.engine import Engine
 from services.rules.ruleset import load_rules
+from tests.integration.runtimes import migrated_runtime
 
 ENDLESS_CAP = 48 * 1024 * 1024  # where a body that "never ends" is ended after all
 TWILIO_TOKEN = "hostile-twilio-token"
@@ -152,14 +151,9 @@ class World:
 
 @contextlib.asynccontextmanager
 async def open_world(settings: Settings) -> AsyncIterator[World]:
-    engine = make_engine(settings.resolved_database_url)
-    await upgrade(engine)
     crime = demo.script()[0]
     broker = cast(Any, RecordingBroker())
-    rt = Runtime(
-        settings, engine, session_factory(engine), FixedClock(crime.at), load_calendar(None), broker
-    )
-    try:
+    async with migrated_runtime(settings, FixedClock(crime.at), broker) as rt:
         async with rt.sessions.begin() as session:
             ids = await demo.seed(session, crime.at)
         async with rt.sessions.begin() as session:
@@ -195,5 +189,3 @@ async def open_world(settings: Settings) -> AsyncIterator[World]:
         portal.mount(rt, app)
         app.include_router(providers.router(rt, announce))
         yield World(rt, app, ids["survivor_id"], sending)
-    finally:
-        await engine.dispose()

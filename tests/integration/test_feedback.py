@@ -16,10 +16,8 @@ import pytest
 from sqlalchemy import select, update
 
 from services import demo, portal
-from services.core.calendar import load_calendar
 from services.core.clock import FixedClock
 from services.core.db import models as m
-from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.feedback import link_token, parse_link
 from services.core.runner import base_app
 from services.core.runtime import Runtime
@@ -30,6 +28,7 @@ from services.rules.consumer import RulesConsumer
 from services.rules.engine import Engine
 from services.rules.feedback import ask_for_feedback
 from services.rules.ruleset import RuleSet, load_rules
+from tests.integration.runtimes import migrated_runtime
 
 STEPS = demo.script()
 CRIME_AT = STEPS[0].at  # Monday 16 November 2026, 09:30 London
@@ -71,36 +70,31 @@ class Told:
 async def told(make_settings: Any, database_url: str) -> AsyncIterator[Told]:
     """The demo survivor told of the crime record (a key stage) on its day, by text."""
     settings = make_settings(database_url=database_url)
-    engine = make_engine(settings.resolved_database_url)
-    await upgrade(engine)
     clock = FixedClock(CRIME_AT)
-    rt = Runtime(settings, engine, session_factory(engine), clock, load_calendar(None), None)  # type: ignore[arg-type]
-    rules = load_rules()
-    async with rt.sessions.begin() as session:
-        ids = await demo.seed(session, CRIME_AT)
-        (event,) = STEPS[0].events
-        outcome = await record_event(
-            session,
-            event,
-            json.dumps(event).encode(),
-            now=CRIME_AT,
-            way_in="http",
-            max_skew=timedelta(minutes=5),
-        )
-        assert outcome.case_event_id is not None
-        await RulesConsumer(rt, Engine(rules, rt.calendar)).process(
-            session, [outcome.case_event_id], CRIME_AT
-        )
-        welcome = await session.scalar(
-            select(m.Notification).where(m.Notification.template == "survivor_welcome")
-        )
-        assert welcome is not None
-        welcome.status, welcome.informed_at = "delivered", CRIME_AT
-    clock.set(A_WEEK_ON)
-    try:
+    async with migrated_runtime(settings, clock, None) as rt:
+        rules = load_rules()
+        async with rt.sessions.begin() as session:
+            ids = await demo.seed(session, CRIME_AT)
+            (event,) = STEPS[0].events
+            outcome = await record_event(
+                session,
+                event,
+                json.dumps(event).encode(),
+                now=CRIME_AT,
+                way_in="http",
+                max_skew=timedelta(minutes=5),
+            )
+            assert outcome.case_event_id is not None
+            await RulesConsumer(rt, Engine(rules, rt.calendar)).process(
+                session, [outcome.case_event_id], CRIME_AT
+            )
+            welcome = await session.scalar(
+                select(m.Notification).where(m.Notification.template == "survivor_welcome")
+            )
+            assert welcome is not None
+            welcome.status, welcome.informed_at = "delivered", CRIME_AT
+        clock.set(A_WEEK_ON)
         yield Told(rt, clock, rules, ids["survivor_id"], welcome.id)
-    finally:
-        await engine.dispose()
 
 
 async def test_nobody_is_asked_who_did_not_say_yes(told: Told) -> None:

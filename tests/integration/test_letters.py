@@ -19,10 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.core.calendar import load_calendar
 from services.core.clock import FixedClock
 from services.core.db import models as m
-from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.letters import mark_posted, mark_printed
 from services.core.runtime import Runtime
 from services.ingest.recording import record_event
@@ -33,6 +31,7 @@ from services.rules.consumer import RulesConsumer
 from services.rules.dispatcher import release_due, release_fallbacks
 from services.rules.engine import Engine
 from services.rules.ruleset import load_rules
+from tests.integration.runtimes import migrated_runtime
 from tests.integration.test_pipeline import add_team
 
 T0 = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)  # Wednesday; London is on GMT
@@ -148,20 +147,10 @@ async def seed(session: Any, now: datetime) -> int:
 @pytest.fixture
 async def world(make_settings: Any, database_url: str) -> AsyncIterator[World]:
     settings = make_settings(database_url=database_url)
-    engine = make_engine(settings.resolved_database_url)
-    await upgrade(engine)
     clock = FixedClock(T0)
-    rt = Runtime(
-        settings,
-        engine,
-        session_factory(engine),
-        clock,
-        load_calendar(None),
-        ListBroker(),  # type: ignore[arg-type]
-    )
-    async with rt.sessions.begin() as session:
-        survivor_id = await seed(session, T0)
-    try:
+    async with migrated_runtime(settings, clock, ListBroker()) as rt:
+        async with rt.sessions.begin() as session:
+            survivor_id = await seed(session, T0)
         yield World(
             rt,
             clock,
@@ -170,8 +159,6 @@ async def world(make_settings: Any, database_url: str) -> AsyncIterator[World]:
             survivor_id,
             settings.resolved_outbox_dir,
         )
-    finally:
-        await engine.dispose()
 
 
 def outbox_bodies(outbox: Path) -> dict[str, str]:

@@ -17,16 +17,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.core.calendar import load_calendar
 from services.core.clock import FixedClock
 from services.core.db import models as m
-from services.core.db.engine import make_engine, session_factory, upgrade
 from services.core.domain import CaseContext, Decision, EventFacts
 from services.core.runtime import Runtime
 from services.ingest.recording import record_event
 from services.rules.consumer import RulesConsumer
 from services.rules.engine import Engine
 from services.rules.ruleset import load_rules
+from tests.integration.runtimes import migrated_runtime
 from tests.integration.test_pipeline import add_team
 
 T0 = datetime(2026, 11, 18, 11, 0, tzinfo=UTC)  # Wednesday, inside every default safe window
@@ -60,22 +59,10 @@ class UnwritableEngine(Engine):
 @pytest.fixture
 async def rt(make_settings: Any, database_url: str) -> AsyncIterator[Runtime]:
     settings = make_settings(database_url=database_url)
-    engine = make_engine(settings.resolved_database_url)
-    await upgrade(engine)
-    runtime = Runtime(
-        settings,
-        engine,
-        session_factory(engine),
-        FixedClock(T0),
-        load_calendar(None),
-        ListBroker(),  # type: ignore[arg-type]
-    )
-    async with runtime.sessions.begin() as session:
-        await add_team(session, T0)
-    try:
+    async with migrated_runtime(settings, FixedClock(T0), ListBroker()) as runtime:
+        async with runtime.sessions.begin() as session:
+            await add_team(session, T0)
         yield runtime
-    finally:
-        await engine.dispose()
 
 
 def event(etype: str, urn: str, event_id: str, data: dict[str, Any] | None = None) -> Any:
