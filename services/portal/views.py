@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import models as m
@@ -336,7 +336,8 @@ async def operations(session: AsyncSession, now: datetime) -> dict[str, Any]:
         await session.scalars(
             select(m.Notification)
             .where(
-                m.Notification.status.in_([Status.FAILED.value, Status.UNKNOWN.value]),
+                # In literals: the condition of `ix_notifications_failed_at`.
+                m.Notification.status.in_([literal_column(f"'{s}'") for s in m.FAILED]),
                 m.Notification.updated_at >= now - timedelta(days=14),
             )
             .order_by(m.Notification.updated_at.desc())

@@ -241,6 +241,8 @@ NOT_TOLD_WHERE = "informed_at IS NULL AND status IN ({})".format(
     ", ".join(f"'{status}'" for status in NOT_TOLD)
 )
 SURVIVOR_TOLD_WHERE = "recipient_role = 'survivor' AND informed_at IS NOT NULL"
+FAILED = ("failed", "unknown")  # a delivery that failed, or that nobody knows went
+FAILED_WHERE = "status IN ({})".format(", ".join(f"'{status}'" for status in FAILED))
 PARKED_ALERT = "event.parked_too_long"
 PARKED_ALERT_WHERE = f"action = '{PARKED_ALERT}'"
 
@@ -261,6 +263,13 @@ class Notification(Base):
             "due_by",
             postgresql_where=text(NOT_TOLD_WHERE),
             sqlite_where=text(NOT_TOLD_WHERE),
+        ),
+        # Deliveries that failed or are in doubt, latest first: the portal's Operations page.
+        Index(
+            "ix_notifications_failed_at",
+            "updated_at",
+            postgresql_where=text(FAILED_WHERE),
+            sqlite_where=text(FAILED_WHERE),
         ),
         # What survivors were told, by when: the feedback question's look-back.
         Index(

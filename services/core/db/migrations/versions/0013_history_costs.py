@@ -5,6 +5,8 @@ in hand rather than the years of history the table keeps:
 - `ix_notifications_survivor_informed_at`: what survivors were told, by when (the feedback
   question's look-back);
 - `ix_audit_log_parked_alerts`: which parked events operations were already warned of;
+- `ix_notifications_failed_at`: deliveries that failed or are in doubt, latest first (the
+  portal's Operations page);
 
 and the audit sealer's sweep floors (`audit_chain_head.sweep_floor`, `sweep_next_floor`), so
 that its hourly full sweep goes back to the marks of the sweep before last, not to seq 0.
@@ -31,6 +33,7 @@ NOT_TOLD_WHERE = (
 )
 SURVIVOR_TOLD_WHERE = "recipient_role = 'survivor' AND informed_at IS NOT NULL"
 PARKED_ALERT_WHERE = "action = 'event.parked_too_long'"
+FAILED_WHERE = "status IN ('failed', 'unknown')"
 
 
 def upgrade() -> None:
@@ -56,6 +59,15 @@ def upgrade() -> None:
         sqlite_where=sa.text(SURVIVOR_TOLD_WHERE),
     )
     op.create_index(
+        "ix_notifications_failed_at",
+        "notifications",
+        ["updated_at"],
+        unique=False,
+        if_not_exists=True,  # built beforehand, CONCURRENTLY (docs/deploy.md)
+        postgresql_where=sa.text(FAILED_WHERE),
+        sqlite_where=sa.text(FAILED_WHERE),
+    )
+    op.create_index(
         "ix_audit_log_parked_alerts",
         "audit_log",
         ["case_event_id"],
@@ -79,5 +91,6 @@ def downgrade() -> None:
         batch_op.drop_column("sweep_next_floor")
         batch_op.drop_column("sweep_floor")
     op.drop_index("ix_audit_log_parked_alerts", table_name="audit_log")
+    op.drop_index("ix_notifications_failed_at", table_name="notifications")
     op.drop_index("ix_notifications_survivor_informed_at", table_name="notifications")
     op.drop_index("ix_notifications_not_told", table_name="notifications")
