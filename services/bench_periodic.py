@@ -98,6 +98,15 @@ SELECT id, 1, channel, sent_at, sent_at, CASE WHEN status = 'failed' THEN 'faile
        provider_ref
 FROM notifications WHERE rules_version = 'history'
 """
+# One decision a notification (`send`), as the rules consumer writes them.
+_DECISIONS = """
+INSERT INTO decisions (case_event_id, case_id, outcome, recipient_role, recipient_id,
+                       survivor_id, channel, template, send_at, due_by, rule, notification_id,
+                       decided_at)
+SELECT case_event_id, case_id, 'send', recipient_role, coalesce(advocate_id, survivor_id),
+       survivor_id, channel, template, send_at, due_by, rule, id, created_at
+FROM notifications WHERE rules_version = 'history'
+"""
 # One audit row a notification (its last step; a real one has three or four).
 _AUDIT = """
 INSERT INTO audit_log (at, actor, action, case_id, case_event_id, notification_id, codes)
@@ -115,10 +124,12 @@ async def seed_history(dsn: str, events: int, now: datetime) -> dict[str, int]:
             await conn.execute(_EVENTS, events, now, seal(b"{}"))
             await conn.execute(_NOTIFICATIONS)
             await conn.execute(_ATTEMPTS)
+            await conn.execute(_DECISIONS)
             await conn.execute(_AUDIT)
         await conn.execute("ANALYZE")
         counts = {}
-        for table in ("case_events", "notifications", "delivery_attempts", "audit_log"):
+        tables = ("case_events", "notifications", "decisions", "delivery_attempts", "audit_log")
+        for table in tables:
             counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608
         return counts
     finally:

@@ -9,7 +9,7 @@ an index wherever one answers the question. A scan of a growing table with no in
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -21,6 +21,7 @@ from services.core.clock import FixedClock
 from services.core.db import models as m
 from services.core.runtime import Runtime
 from services.portal.views import operations
+from services.reports.compliance import compliance_report
 from services.rules.ruleset import load_rules
 from tests.integration.runtimes import migrated_runtime
 from tests.integration.test_bench_pipeline import run_bench
@@ -182,3 +183,25 @@ def test_bench_periodic_prints_what_each_beat_costs_against_its_history() -> Non
     }
     assert all(ms > 0 for ms in figures["ms"].values())
     assert figures["ms_per_minute"] > 0
+
+
+async def test_the_compliance_report_does_not_read_a_growing_table_whole(
+    pg_url: str, make_settings: Any
+) -> None:
+    """A quarter's report finds the quarter's duties among years of them."""
+    settings = make_settings(database_url=pg_url)
+    rules = load_rules(settings.rules_file)
+    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
+        await finished_history(rt, rules, cases=5, events=300)
+
+        async def report() -> None:
+            async with rt.sessions() as session:
+                figures = await compliance_report(
+                    session, start=date(2026, 7, 1), end=date(2026, 9, 30), team_id=None, now=NOW
+                )
+                total = figures.total
+                assert total.on_time + total.late + total.missed > 0  # the quarter's duties
+
+        ran, offenders = await whole_reads(rt, {"compliance_report": report})
+    assert ran == {"compliance_report"}
+    assert offenders == [], "\n".join(offenders)

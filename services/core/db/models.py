@@ -217,7 +217,11 @@ class RejectedRecord(Base):
 
 class DecisionRow(Base):
     __tablename__ = "decisions"
-    __table_args__ = (Index(None, "case_event_id"),)
+    __table_args__ = (
+        Index(None, "case_event_id"),
+        # The compliance report's duties falling due in a period (see Notification).
+        Index("ix_decisions_due_by", "due_by", postgresql_using="brin"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     case_event_id: Mapped[int] = mapped_column(ForeignKey("case_events.id"))
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
@@ -264,6 +268,10 @@ class Notification(Base):
             postgresql_where=text(NOT_TOLD_WHERE),
             sqlite_where=text(NOT_TOLD_WHERE),
         ),
+        # The compliance report's duties falling due in a period. BRIN: `due_by` follows the
+        # order rows are written in, so a few pages of summaries find a quarter among years
+        # (a B-tree on SQLite, which has no BRIN).
+        Index("ix_notifications_due_by", "due_by", postgresql_using="brin"),
         # Deliveries that failed or are in doubt, latest first: the portal's Operations page.
         Index(
             "ix_notifications_failed_at",

@@ -7,6 +7,8 @@ in hand rather than the years of history the table keeps:
 - `ix_audit_log_parked_alerts`: which parked events operations were already warned of;
 - `ix_notifications_failed_at`: deliveries that failed or are in doubt, latest first (the
   portal's Operations page);
+- `ix_notifications_due_by`, `ix_decisions_due_by` (BRIN on PostgreSQL): the compliance
+  report's duties falling due in a period;
 
 and the audit sealer's sweep floors (`audit_chain_head.sweep_floor`, `sweep_next_floor`), so
 that its hourly full sweep goes back to the marks of the sweep before last, not to seq 0.
@@ -67,6 +69,15 @@ def upgrade() -> None:
         postgresql_where=sa.text(FAILED_WHERE),
         sqlite_where=sa.text(FAILED_WHERE),
     )
+    for table in ("notifications", "decisions"):
+        op.create_index(
+            f"ix_{table}_due_by",
+            table,
+            ["due_by"],
+            unique=False,
+            if_not_exists=True,
+            postgresql_using="brin",
+        )
     op.create_index(
         "ix_audit_log_parked_alerts",
         "audit_log",
@@ -92,5 +103,7 @@ def downgrade() -> None:
         batch_op.drop_column("sweep_floor")
     op.drop_index("ix_audit_log_parked_alerts", table_name="audit_log")
     op.drop_index("ix_notifications_failed_at", table_name="notifications")
+    op.drop_index("ix_decisions_due_by", table_name="decisions")
+    op.drop_index("ix_notifications_due_by", table_name="notifications")
     op.drop_index("ix_notifications_survivor_informed_at", table_name="notifications")
     op.drop_index("ix_notifications_not_told", table_name="notifications")
