@@ -20,6 +20,7 @@ from services.core import gauges
 from services.core.clock import FixedClock
 from services.core.db import models as m
 from services.core.runtime import Runtime
+from services.portal import views
 from services.portal.views import operations
 from services.reports.compliance import compliance_report
 from services.rules.ruleset import load_rules
@@ -204,4 +205,35 @@ async def test_the_compliance_report_does_not_read_a_growing_table_whole(
 
         ran, offenders = await whole_reads(rt, {"compliance_report": report})
     assert ran == {"compliance_report"}
+    assert offenders == [], "\n".join(offenders)
+
+
+async def test_the_portal_views_do_not_read_a_growing_table_whole(
+    pg_url: str, make_settings: Any
+) -> None:
+    """An advocate's caseload, a survivor's timeline and a supervisor's team view look at
+    their own people's cases, not at everyone's history."""
+    settings = make_settings(database_url=pg_url)
+    rules = load_rules(settings.rules_file)
+    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
+        await finished_history(rt, rules, cases=20, events=300)
+        async with rt.sessions() as session:
+            mine = sorted((await session.scalars(select(m.Survivor.id).limit(3))).all())
+
+        def view(make: Any) -> Beat:
+            async def run() -> None:
+                async with rt.sessions() as session:
+                    await make(session)
+
+            return run
+
+        ran, offenders = await whole_reads(
+            rt,
+            {
+                "caseload": view(lambda s: views.caseload(s, mine, NOW)),
+                "timeline": view(lambda s: views.timeline(s, mine[0], NOW)),
+                "team_view": view(lambda s: views.team_view(s, mine, NOW)),
+            },
+        )
+    assert ran == {"caseload", "timeline", "team_view"}
     assert offenders == [], "\n".join(offenders)

@@ -219,6 +219,8 @@ class DecisionRow(Base):
     __tablename__ = "decisions"
     __table_args__ = (
         Index(None, "case_event_id"),
+        # A case's decisions: the survivor's timeline in the portal.
+        Index(None, "case_id"),
         # The compliance report's duties falling due in a period (see Notification).
         Index("ix_decisions_due_by", "due_by", postgresql_using="brin"),
     )

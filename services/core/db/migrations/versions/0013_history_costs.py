@@ -9,6 +9,7 @@ in hand rather than the years of history the table keeps:
   portal's Operations page);
 - `ix_notifications_due_by`, `ix_decisions_due_by` (BRIN on PostgreSQL): the compliance
   report's duties falling due in a period;
+- `ix_decisions_case_id`: a case's decisions (a survivor's timeline in the portal);
 
 and the audit sealer's sweep floors (`audit_chain_head.sweep_floor`, `sweep_next_floor`), so
 that its hourly full sweep goes back to the marks of the sweep before last, not to seq 0.
@@ -69,6 +70,9 @@ def upgrade() -> None:
         postgresql_where=sa.text(FAILED_WHERE),
         sqlite_where=sa.text(FAILED_WHERE),
     )
+    op.create_index(
+        "ix_decisions_case_id", "decisions", ["case_id"], unique=False, if_not_exists=True
+    )
     for table in ("notifications", "decisions"):
         op.create_index(
             f"ix_{table}_due_by",
@@ -104,6 +108,7 @@ def downgrade() -> None:
     op.drop_index("ix_audit_log_parked_alerts", table_name="audit_log")
     op.drop_index("ix_notifications_failed_at", table_name="notifications")
     op.drop_index("ix_decisions_due_by", table_name="decisions")
+    op.drop_index("ix_decisions_case_id", table_name="decisions")
     op.drop_index("ix_notifications_due_by", table_name="notifications")
     op.drop_index("ix_notifications_survivor_informed_at", table_name="notifications")
     op.drop_index("ix_notifications_not_told", table_name="notifications")
