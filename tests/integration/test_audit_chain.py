@@ -288,18 +288,6 @@ async def test_the_full_sweep_goes_back_to_the_marks_of_the_sweep_before_last(db
     await assert_one_good_chain(db.sessions)
 
 
-async def test_our_postgresql_sessions_do_not_stay_idle_in_a_transaction(pg_url: str) -> None:
-    """The sealer's marks assume no transaction stays open for an hour: carehub's own
-    connections have PostgreSQL end one left idle for ten minutes."""
-    engine = make_engine(pg_url)
-    try:
-        async with engine.connect() as conn:
-            shown = await conn.scalar(text("SHOW idle_in_transaction_session_timeout"))
-    finally:
-        await engine.dispose()
-    assert shown == "10min"
-
-
 # -- tampering -----------------------------------------------------------------------------
 
 
