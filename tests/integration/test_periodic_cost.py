@@ -9,6 +9,8 @@ an index wherever one answers the question. A scan of a growing table with no in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -23,7 +25,7 @@ from services.core.runtime import Runtime
 from services.portal import views
 from services.portal.views import operations
 from services.reports.compliance import compliance_report
-from services.rules.ruleset import load_rules
+from services.rules.ruleset import RuleSet, load_rules
 from tests.integration.runtimes import migrated_runtime
 from tests.integration.test_bench_pipeline import run_bench
 
@@ -68,6 +70,18 @@ def _thrown_away(plan: dict[str, Any]) -> list[str]:
     return found
 
 
+@contextlib.asynccontextmanager
+async def finished(
+    make_settings: Any, pg_url: str, *, cases: int, events: int
+) -> AsyncIterator[tuple[Runtime, RuleSet]]:
+    """A runtime on a new PostgreSQL database holding a finished history (`finished_history`)."""
+    settings = make_settings(database_url=pg_url)
+    rules = load_rules(settings.rules_file)
+    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
+        await finished_history(rt, rules, cases=cases, events=events)
+        yield rt, rules
+
+
 async def whole_reads(
     rt: Runtime, calls: dict[str, Beat], *, analyse: bool = False
 ) -> tuple[set[str], list[str]]:
@@ -107,10 +121,7 @@ async def whole_reads(
 async def test_no_periodic_beat_reads_a_growing_table_whole(
     pg_url: str, make_settings: Any
 ) -> None:
-    settings = make_settings(database_url=pg_url)
-    rules = load_rules(settings.rules_file)
-    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
-        await finished_history(rt, rules, cases=20, events=300)
+    async with finished(make_settings, pg_url, cases=20, events=300) as (rt, rules):
         ran, offenders = await whole_reads(rt, beats(rt, rules))
     assert ran >= {"gauges", "prompt_silence", "redrive", "seal_audit_full_sweep"}
     assert offenders == [], "\n".join(offenders)
@@ -121,11 +132,8 @@ async def test_the_operations_page_does_not_read_a_growing_table_whole(
 ) -> None:
     """Staff open it when something is wrong: it lists the last fortnight's failed and
     in-doubt deliveries, not by reading every failure since the service began."""
-    settings = make_settings(database_url=pg_url)
-    rules = load_rules(settings.rules_file)
-    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
-        # A year of history: one text in fifty failed, nearly all of them long ago.
-        await finished_history(rt, rules, cases=5, events=300)
+    # A year of history: one text in fifty failed, nearly all of them long ago.
+    async with finished(make_settings, pg_url, cases=5, events=300) as (rt, rules):
 
         async def page() -> None:
             async with rt.sessions() as session:
@@ -139,10 +147,7 @@ async def test_the_operations_page_does_not_read_a_growing_table_whole(
 async def test_the_status_gauge_counts_only_what_nobody_has_been_told_of(
     pg_url: str, make_settings: Any
 ) -> None:
-    settings = make_settings(database_url=pg_url)
-    rules = load_rules(settings.rules_file)
-    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
-        await finished_history(rt, rules, cases=5, events=40)
+    async with finished(make_settings, pg_url, cases=5, events=40) as (rt, rules):
         async with rt.sessions.begin() as session:
             texts = (
                 await session.scalars(
@@ -190,10 +195,7 @@ async def test_the_compliance_report_does_not_read_a_growing_table_whole(
     pg_url: str, make_settings: Any
 ) -> None:
     """A quarter's report finds the quarter's duties among years of them."""
-    settings = make_settings(database_url=pg_url)
-    rules = load_rules(settings.rules_file)
-    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
-        await finished_history(rt, rules, cases=5, events=300)
+    async with finished(make_settings, pg_url, cases=5, events=300) as (rt, rules):
 
         async def report() -> None:
             async with rt.sessions() as session:
@@ -213,10 +215,7 @@ async def test_the_portal_views_do_not_read_a_growing_table_whole(
 ) -> None:
     """An advocate's caseload, a survivor's timeline and a supervisor's team view look at
     their own people's cases, not at everyone's history."""
-    settings = make_settings(database_url=pg_url)
-    rules = load_rules(settings.rules_file)
-    async with migrated_runtime(settings, FixedClock(NOW), NoBroker()) as rt:
-        await finished_history(rt, rules, cases=20, events=300)
+    async with finished(make_settings, pg_url, cases=20, events=300) as (rt, rules):
         async with rt.sessions() as session:
             mine = sorted((await session.scalars(select(m.Survivor.id).limit(3))).all())
 
