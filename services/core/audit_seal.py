@@ -158,10 +158,12 @@ class SealCursor:
     - While a backlog is sealed (a round sealed a full batch) each round carries on after the
       last: without that a backlog of N rows costs N²/batch row visits (a million rows on a new
       database: most of an hour); with it, N.
-    - Caught up, a round starts from the marks at most once every `every` seconds, and
-      otherwise after the last row sealed: a walk from the marks covers `HORIZON` to twice that
-      of rows (a replay writes hundreds a second), and it is only needed for a row that
-      committed after higher ones were sealed, which then waits up to `every` seconds.
+    - Otherwise too, a round starts from the marks at most once every `every` seconds (a
+      round from the marks counts whether or not it caught up), and after the last row sealed
+      between: a walk from the marks covers `HORIZON` to twice that of rows (a replay writes
+      hundreds a second; on a new database, whose marks are 0 for `HORIZON`, the whole log),
+      and it is only needed for a row that committed after higher ones were sealed, which then
+      waits up to `every` seconds.
 
     Only a hint, kept in one process: only a round from the marks moves them.
     """
@@ -185,7 +187,7 @@ class SealCursor:
         elif not from_marks:
             self.after = start
         self.behind = len(sealed) == batch
-        if from_marks and not self.behind:
+        if from_marks:  # behind or not, it walked from the marks
             self.marks_at = time.monotonic()
 
 

@@ -222,6 +222,25 @@ async def test_caught_up_a_round_looks_behind_it_once_a_minute(db: Db) -> None:
     await assert_one_good_chain(db.sessions)
 
 
+async def test_a_round_from_the_marks_that_is_behind_still_counts_as_the_minute_s_walk(
+    db: Db,
+) -> None:
+    """During a replay a round from the marks may seal a full batch: the rounds after it carry
+    on from where it stopped, and the next walk from the marks comes a minute later, not as
+    soon as they catch up (on a new database that walk is the whole log)."""
+    await write_at(db.sessions, [2, 4, 6, 8, 10])
+    cursor = SealCursor()  # every 60 s
+    assert await seal_pending(db.sessions, now=T0, batch=4, cursor=cursor) == 4  # from the marks
+    assert cursor.behind and cursor.marks_at is not None
+    await write_at(db.sessions, [3])  # commits late
+    assert await seal_pending(db.sessions, now=T0, batch=4, cursor=cursor) == 1  # 10, carrying on
+    await write_at(db.sessions, [12])
+    assert await seal_pending(db.sessions, now=T0, batch=4, cursor=cursor) == 1  # 12, not 3
+    cursor.marks_at -= cursor.every  # a minute on
+    assert await seal_pending(db.sessions, now=T0, batch=4, cursor=cursor) == 1  # 3
+    await assert_one_good_chain(db.sessions)
+
+
 async def age_marks(sessions: Sessions, **by: timedelta) -> None:
     """Move the sealer's sweep marks back, as if that much real time had passed."""
     async with sessions() as session, session.begin():
