@@ -21,8 +21,3 @@ async def test_our_postgresql_sessions_do_not_stay_idle_in_a_transaction(pg_url:
     """The sealer's marks assume no transaction stays open for an hour: carehub's own
     connections have PostgreSQL end one left idle for ten minutes."""
     assert await _shown(pg_url, "idle_in_transaction_session_timeout") == "10min"
-
-
-async def test_our_postgresql_sessions_plan_each_statement_for_its_values(pg_url: str) -> None:
-    """A generic plan made while a new database was small is not kept as its tables grow."""
-    assert await _shown(pg_url, "plan_cache_mode") == "force_custom_plan"

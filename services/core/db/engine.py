@@ -58,11 +58,6 @@ def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
             # audit rows below the sealer's marks (services.core.audit_seal). Ten minutes is
             # far beyond any.
             "idle_in_transaction_session_timeout": IDLE_TX_TIMEOUT,
-            # Each statement planned for its values. A prepared statement's generic plan was
-            # chosen while a new database's tables were small and kept as they grew: the
-            # dispatcher's UPDATE of 500 rows by id took 248 ms instead of 16 in a 60,000-event
-            # replay (an IN list of parameters is searched row by row; of values, hashed).
-            "plan_cache_mode": "force_custom_plan",
         }
     return create_async_engine(
         url,
