@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     dispatch_interval_ms: int = Field(default=250, ge=10)
     dispatch_batch_size: int = Field(default=500, ge=1)
+    # Wake the dispatcher as soon as the rules consumer has committed notifications due now
+    # (in one process, or across processes by PostgreSQL's NOTIFY) instead of at its next poll.
+    dispatch_wake: bool = True
     # Work recorded in the database but not carried by the broker within this many seconds
     # (an unpublished event, a queued notification nobody sent) is re-driven.
     redrive_after_s: int = Field(default=60, ge=1)

@@ -34,6 +34,7 @@ from services.core.records import BadRecord, CaseEventRef
 from services.core.rendering import catalogue
 from services.core.runtime import Runtime
 from services.core.states import Status
+from services.rules import due_signal
 from services.rules.context import load_case_contexts
 from services.rules.engine import Engine, recipient_key
 
@@ -75,6 +76,8 @@ class _Effects:
 
     def __init__(self) -> None:
         self.pending: list[Callable[[], None]] = []
+        # A notification the batch made is due now: the dispatcher is to be woken.
+        self.due_now = False
 
     def add(self, effect: Callable[[], None]) -> None:
         self.pending.append(effect)
@@ -101,15 +104,27 @@ class RulesConsumer:
         if not ids:
             return 0
         now = self.rt.clock.now()
+        due_now: list[bool] = []
         async with self.rt.sessions.begin() as session:
-            done = await self.process(session, sorted(set(ids)), now)
+            done = await self.process(
+                session, sorted(set(ids)), now, on_due_now=lambda: due_now.append(True)
+            )
+            if due_now:
+                await due_signal.announce(self.rt, session)  # heard once this commits
+        if due_now:
+            due_signal.after_commit(self.rt)
         for row_id, status in done:
             metrics.EVENTS_PROCESSED.labels(status).inc()
             log.info("event.processed", case_event_id=row_id, status=status)
         return len(done)
 
     async def process(
-        self, session: AsyncSession, ids: list[int], now: datetime
+        self,
+        session: AsyncSession,
+        ids: list[int],
+        now: datetime,
+        *,
+        on_due_now: Callable[[], None] | None = None,
     ) -> list[tuple[int, str]]:
         """Claim the events `ids` still unprocessed and decide them in the caller's transaction.
 
@@ -119,6 +134,9 @@ class RulesConsumer:
         under one savepoint; if an event's writes raise anything but a database error, that is
         rolled back and the batch written again with a savepoint per event, so the one bad event
         is marked failed and the others go through. A database error rewinds the whole batch.
+
+        `on_due_now` is called (once the batch's writes stand, before the caller commits) if
+        the batch made a notification that is due now, for the dispatcher to be woken.
         """
         # Nothing is flushed behind a query's back: each query below reads rows this batch has
         # not written (the one that does, `_supersede_older`, flushes first).
@@ -162,6 +180,8 @@ class RulesConsumer:
                     await self._write_alone(session, item, written, effects, now) for item in plan
                 ]
         effects.apply()
+        if effects.due_now and on_due_now is not None:
+            on_due_now()
         return done
 
     async def _plan(
@@ -285,6 +305,7 @@ class RulesConsumer:
             self._failed(session, item, type(exc).__name__, now)
         else:
             effects.pending += own.pending
+            effects.due_now = effects.due_now or own.due_now
         item.row.processed_at = now
         item.row.rules_version = self.engine.rules.version
         return item.row.id, str(item.row.status)
@@ -350,6 +371,10 @@ class RulesConsumer:
                 existing.add(nid)
                 status = _initial_status(decision)
                 effects.add(lambda: metrics.NOTIFICATIONS.labels(status).inc())
+                if status == Status.SCHEDULED.value and (
+                    decision.send_at is not None and decision.send_at <= now
+                ):
+                    effects.due_now = True
         session.add(
             m.DecisionRow(
                 case_event_id=row.id,

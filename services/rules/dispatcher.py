@@ -31,6 +31,7 @@ from services.core.records import CaseEventRef, NotificationDue
 from services.core.runtime import Runtime
 from services.core.states import Status, check_transition
 from services.core.topics import CASE_EVENTS, NOTIFICATIONS_DUE
+from services.rules import due_signal
 from services.rules.actions import carry_out_actions
 from services.rules.feedback import ask_for_feedback
 from services.rules.ruleset import load_rules
@@ -369,8 +370,27 @@ async def run_loop(rt: Runtime) -> None:
             await ask_for_feedback(rt, rules)
             next_silence = now + timedelta(seconds=rt.settings.silence_check_s)
         if released < rt.settings.dispatch_batch_size:
-            await asyncio.sleep(interval)
+            await _until_next_pass(rt, interval)
+
+
+async def _until_next_pass(rt: Runtime, interval: float) -> None:
+    """Wait `interval` for the next whole pass; meanwhile, each time the rules consumer says
+    it has made notifications due now (`due_signal`), release them at once."""
+    signal = due_signal.here(rt)
+    if signal is None:
+        await asyncio.sleep(interval)
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + interval
+    while (left := deadline - loop.time()) > 0:
+        if await signal.wait(left):
+            while await release_due(rt) >= rt.settings.dispatch_batch_size:
+                pass
 
 
 def mount(rt: Runtime, app: FastAPI) -> None:
+    if rt.settings.dispatch_wake:
+        signal = rt.extras[due_signal.SIGNAL] = due_signal.DueSignal()
+        if not rt.settings.is_sqlite:
+            rt.background.append((f"{NAME}.listen", lambda: due_signal.listen(rt, signal)))
     rt.background.append((NAME, lambda: run_loop(rt)))
