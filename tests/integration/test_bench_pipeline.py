@@ -44,6 +44,12 @@ def test_bench_pipeline_hands_every_notification_over_and_prints_its_figures() -
     assert figures["baseline"]["events"] == 40
     assert figures["ratio_to_baseline"] > 0
     assert figures["rss_mb"]["carehub_all"] > 0
+    # Each handed-over notification's latency, hop by hop: the hops follow one another, so
+    # none is negative and their medians add up to about the end-to-end one.
+    hops = figures["hops_ms"]
+    assert list(hops) == ["ingest", "rules", "dispatcher", "notifier_claim", "notifier_send"]
+    assert all(0 <= hop["p50_ms"] <= hop["p99_ms"] for hop in hops.values())
+    assert sum(hop["p50_ms"] for hop in hops.values()) <= figures["p99_ms"] + 1
 
 
 def test_bench_pipeline_split_with_two_notifiers_hands_every_notification_over_once() -> None:
