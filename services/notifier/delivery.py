@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -237,17 +238,31 @@ async def _claim_in(
     return claims
 
 
+RELATED = "carehub.related"  # what `_lock` read with the rows, held for the session
+
+
 async def _lock(session: AsyncSession, ids: list[str]) -> dict[str, m.Notification]:
-    """These notifications, each row locked for this transaction (those that exist)."""
-    return {
-        row.id: row
-        for row in await session.scalars(
-            select(m.Notification)
-            .where(m.Notification.id.in_(ids))
-            .order_by(m.Notification.id)  # locks taken in one order: no deadlock
-            .with_for_update()
-        )
-    }
+    """These notifications, each row locked for this transaction (those that exist).
+
+    Their cases, events, survivors and advocates come in the same query (only the
+    notifications are locked), so that `session.get` finds them and `_read_ahead` need not
+    ask: one round trip a step instead of five."""
+    rows: dict[str, m.Notification] = {}
+    held: list[Any] = session.info.setdefault(RELATED, [])
+    found = await session.execute(
+        select(m.Notification, m.Case, m.CaseEvent, m.Survivor, m.Advocate)
+        .outerjoin(m.Case, m.Case.id == m.Notification.case_id)
+        .outerjoin(m.CaseEvent, m.CaseEvent.id == m.Notification.case_event_id)
+        .outerjoin(m.Survivor, m.Survivor.id == m.Notification.survivor_id)
+        .outerjoin(m.Advocate, m.Advocate.id == m.Notification.advocate_id)
+        .where(m.Notification.id.in_(ids))
+        .order_by(m.Notification.id)  # locks taken in one order: no deadlock
+        .with_for_update(of=m.Notification)
+    )
+    for row, *related in found:
+        rows[row.id] = row
+        held += [obj for obj in related if obj is not None]
+    return rows
 
 
 def _layers(ids: list[str], rows: dict[str, m.Notification]) -> list[list[str]]:
@@ -287,6 +302,8 @@ async def _read_ahead(
         (m.Advocate, {r.advocate_id for r in rows if r.advocate_id is not None}),
     ]
     for model, ids in wanted:
+        # Those `_lock` read with the rows are in the session already.
+        ids = {i for i in ids if session.identity_map.get(identity_key(model, i)) is None}
         if ids:
             loaded += (await session.scalars(select(model).where(model.id.in_(sorted(ids))))).all()
     await _read_unresolved(session, channels, rows)
