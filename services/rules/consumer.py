@@ -141,19 +141,22 @@ class RulesConsumer:
         # Nothing is flushed behind a query's back: each query below reads rows this batch has
         # not written (the one that does, `_supersede_older`, flushes first).
         with session.no_autoflush:
+            # Each event with its case (by URN, unique), in one query; only the events locked.
             claimed = (
-                await session.scalars(
-                    select(m.CaseEvent)
+                await session.execute(
+                    select(m.CaseEvent, m.Case)
+                    .outerjoin(m.Case, m.Case.urn == m.CaseEvent.urn)
                     .where(m.CaseEvent.id.in_(ids), m.CaseEvent.processed_at.is_(None))
                     .order_by(m.CaseEvent.id)
-                    .with_for_update(skip_locked=True)
+                    .with_for_update(of=m.CaseEvent, skip_locked=True)
                 )
             ).all()
             # Parked events wait until their case is known; re-driven with its first event.
-            rows = [row for row in claimed if row.status != EventStatus.AWAITING_CONTEXT]
+            rows = [row for row, _ in claimed if row.status != EventStatus.AWAITING_CONTEXT]
             if not rows:
                 return []
-            plan = await self._plan(session, rows, now)
+            cases = {case.urn: case for _, case in claimed if case is not None}
+            plan = await self._plan(session, rows, cases, now)
             existing = await _existing_notifications(session, plan)
             effects = _Effects()
             try:
@@ -185,17 +188,15 @@ class RulesConsumer:
         return done
 
     async def _plan(
-        self, session: AsyncSession, rows: Sequence[m.CaseEvent], now: datetime
+        self,
+        session: AsyncSession,
+        rows: Sequence[m.CaseEvent],
+        cases: dict[str, m.Case],
+        now: datetime,
     ) -> list[_Planned]:
-        """The batch in the order it is decided, each event with its case and decisions: an
-        event of a known case is followed by the events parked for that case (oldest first)."""
-        urns = sorted({row.urn for row in rows})
-        cases: dict[str, m.Case] = {}
-        for chunk in in_chunks(urns):
-            cases |= {
-                case.urn: case
-                for case in await session.scalars(select(m.Case).where(m.Case.urn.in_(chunk)))
-            }
+        """The batch in the order it is decided, each event with its case (`cases`, by URN)
+        and decisions: an event of a known case is followed by the events parked for that case
+        (oldest first)."""
         parked: dict[str, list[m.CaseEvent]] = {}
         for chunk in in_chunks(sorted(cases)):
             for waiting in await session.scalars(

@@ -14,7 +14,7 @@ from services.core.db.queries import (
     current_advocates,
     current_preferences,
     in_chunks,
-    stand_in_supervisor,
+    stand_in_supervisors,
     to_domain_preference,
 )
 from services.core.domain import (
@@ -61,14 +61,13 @@ async def load_case_contexts(
         advocates |= {
             sid: _person(a) for sid, a in (await current_advocates(session, chunk, now)).items()
         }
-    # The stand-in depends only on the case's team (or the default team): asked once per team.
-    stand_ins: dict[int | None, Person | None] = {}
-    for case in cases:
-        if case.team_id not in stand_ins:
-            supervisor = await stand_in_supervisor(session, case)
-            stand_ins[case.team_id] = (
-                Person(supervisor.id, Role.SUPERVISOR) if supervisor is not None else None
-            )
+    # The stand-in depends only on the case's team (or the default team): one query for all.
+    stand_ins: dict[int | None, Person | None] = {
+        team_id: Person(supervisor.id, Role.SUPERVISOR) if supervisor is not None else None
+        for team_id, supervisor in (
+            await stand_in_supervisors(session, {case.team_id for case in cases})
+        ).items()
+    }
     by_case: dict[int, list[Any]] = {}
     for row in links:
         by_case.setdefault(row.case_id, []).append(row)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from services.core.clock import FixedClock
@@ -310,3 +311,50 @@ async def test_events_parked_for_their_case_are_each_decided_once(rt: Runtime) -
     assert statuses == {"processed"}
     # Each parked event: one decision for the advocate and one for the survivor, not twice.
     assert [per_event[i] for i in parked] == [2, 2, 2]
+
+
+async def test_a_batch_is_read_in_a_fixed_number_of_queries(rt: Runtime) -> None:
+    """Each event comes with its case in the query that claims it, and the cases' teams'
+    stand-ins come in one query for every team: a batch of arrests on two cases, of two teams,
+    is read in seven SELECTs, as one on one case is."""
+    async with rt.sessions.begin() as session:
+        other_team = m.Team(name="Team B", supervisor_id=None, is_default=False)
+        session.add(other_team)
+        await session.flush()
+        team_b = other_team.id
+    created = await record(
+        rt, crime_recorded("01AB9000124", "c1"), crime_recorded("01AB9000224", "c2")
+    )
+    await decide(rt, created)
+    async with rt.sessions.begin() as session:
+        case = await session.scalar(select(m.Case).where(m.Case.urn == "01AB9000224"))
+        assert case is not None
+        case.team_id = team_b
+
+    async def selects(ids: list[int]) -> int:
+        counted: list[str] = []
+
+        def count(*args: Any) -> None:
+            counted.append(args[2].lstrip().split(None, 1)[0].upper())
+
+        sa_event.listen(rt.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            done = await decide(rt, ids)
+        finally:
+            sa_event.remove(rt.engine.sync_engine, "before_cursor_execute", count)
+        assert {status for _, status in done} == {"processed"}
+        return counted.count("SELECT")
+
+    one = await record(rt, event("police.suspect_arrested", "01AB9000124", "a1"))
+    both = await record(
+        rt,
+        *(
+            event("police.suspect_arrested", urn, f"b{urn}{n}")
+            for n in range(5)
+            for urn in ("01AB9000124", "01AB9000224")
+        ),
+    )
+    # The events with their cases, the parked events, the survivors, their preferences, their
+    # advocates, the teams' stand-ins, the notifications that exist already.
+    assert await selects(one) == 7
+    assert await selects(both) == 7

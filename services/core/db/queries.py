@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -98,6 +98,37 @@ async def stand_in_supervisor(session: AsyncSession, case: m.Case) -> m.Advocate
         return None
     supervisor = await session.get(m.Advocate, supervisor_id)
     return supervisor if supervisor is not None and supervisor.active else None
+
+
+async def stand_in_supervisors(
+    session: AsyncSession, team_ids: Iterable[int | None]
+) -> dict[int | None, m.Advocate | None]:
+    """`stand_in_supervisor` for the cases of several teams (None: a case with no team, whose
+    stand-in is the default team's supervisor), in one query."""
+    wanted = set(team_ids)
+    named = sorted(t for t in wanted if t is not None)
+    which = []
+    if named:
+        which.append(m.Team.id.in_(named))
+    if None in wanted:
+        which.append(m.Team.is_default.is_(True))
+    found: dict[int | None, m.Advocate | None] = dict.fromkeys(wanted)
+    if not which:
+        return found
+    rows = await session.execute(
+        select(m.Team.id, m.Team.is_default, m.Advocate)
+        .outerjoin(m.Advocate, m.Advocate.id == m.Team.supervisor_id)
+        .where(or_(*which))
+        .order_by(m.Team.id)
+    )
+    default_seen = False
+    for team_id, is_default, supervisor in rows:
+        active = supervisor if supervisor is not None and supervisor.active else None
+        if team_id in wanted:
+            found[team_id] = active
+        if is_default and None in wanted and not default_seen:
+            found[None], default_seen = active, True
+    return found
 
 
 async def person_for(
