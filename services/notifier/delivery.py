@@ -241,12 +241,24 @@ async def _claim_in(
 RELATED = "carehub.related"  # what `_lock` read with the rows, held for the session
 
 
-async def _lock(session: AsyncSession, ids: list[str]) -> dict[str, m.Notification]:
+async def _lock(
+    session: AsyncSession, ids: list[str], *, related: bool = True
+) -> dict[str, m.Notification]:
     """These notifications, each row locked for this transaction (those that exist).
 
-    Their cases, events, survivors and advocates come in the same query (only the
-    notifications are locked), so that `session.get` finds them and `_read_ahead` need not
-    ask: one round trip a step instead of five."""
+    With `related` (for claims), their cases, events, survivors and advocates come in the same
+    query (only the notifications are locked), so that `session.get` finds them and
+    `_read_ahead` need not ask: one round trip a step instead of five."""
+    if not related:
+        return {
+            row.id: row
+            for row in await session.scalars(
+                select(m.Notification)
+                .where(m.Notification.id.in_(ids))
+                .order_by(m.Notification.id)  # locks taken in one order: no deadlock
+                .with_for_update()
+            )
+        }
     rows: dict[str, m.Notification] = {}
     held: list[Any] = session.info.setdefault(RELATED, [])
     found = await session.execute(
@@ -259,9 +271,9 @@ async def _lock(session: AsyncSession, ids: list[str]) -> dict[str, m.Notificati
         .order_by(m.Notification.id)  # locks taken in one order: no deadlock
         .with_for_update(of=m.Notification)
     )
-    for row, *related in found:
+    for row, *others in found:
         rows[row.id] = row
-        held += [obj for obj in related if obj is not None]
+        held += [obj for obj in others if obj is not None]
     return rows
 
 
@@ -682,7 +694,7 @@ async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list
     ids = [claimed.message.notification_id for claimed, _ in results]
     try:
         async with rt.sessions.begin() as session:
-            rows = await _lock(session, ids)
+            rows = await _lock(session, ids, related=False)
             recorded = await _record_in(session, rt, results, rows, now)
     except Exception:  # noqa: BLE001 - find the one at fault: each on its own
         if len(results) == 1:

@@ -155,7 +155,11 @@ class RulesConsumer:
             rows = [row for row, _ in claimed if row.status != EventStatus.AWAITING_CONTEXT]
             if not rows:
                 return []
-            cases = {case.urn: case for _, case in claimed if case is not None}
+            cases = {
+                case.urn: case
+                for row, case in claimed
+                if case is not None and row.status != EventStatus.AWAITING_CONTEXT
+            }
             plan = await self._plan(session, rows, cases, now)
             existing = await _existing_notifications(session, plan)
             effects = _Effects()

@@ -85,9 +85,9 @@ async def listen(rt: Runtime, signal: DueSignal, *, recheck_s: float = 5.0) -> N
                 def heard(*_: Any) -> None:
                     signal.set()
 
-                await raw.add_listener(CHANNEL, heard)
-                log.info("dispatcher.listening", channel=CHANNEL)
                 try:
+                    await raw.add_listener(CHANNEL, heard)
+                    log.info("dispatcher.listening", channel=CHANNEL)
                     # A notification missed while the connection was being opened is covered
                     # by the poll; waking once now costs one look.
                     signal.set()
@@ -96,8 +96,9 @@ async def listen(rt: Runtime, signal: DueSignal, *, recheck_s: float = 5.0) -> N
                         # Finds a connection that died quietly (named, for operators).
                         await raw.execute(f"SELECT 1 -- {CHANNEL} listener")
                 finally:
+                    # Never back to the pool still listening, or broken: closed instead.
                     with contextlib.suppress(Exception):
-                        await raw.remove_listener(CHANNEL, heard)
+                        await conn.invalidate()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the poll covers us; try again shortly
