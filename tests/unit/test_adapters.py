@@ -405,6 +405,16 @@ def test_the_force_can_say_whether_a_review_applies() -> None:
     assert from_record("police", record)["data"]["vrr_eligible"] is True
 
 
+def test_a_decision_not_to_charge_with_an_empty_list_of_charges_is_a_valid_event() -> None:
+    """Charges are optional on a decision not to charge; given as an empty list they are left
+    out, as the canonical schema wants at least one where there are any (found by
+    `test_adapters_properties`)."""
+    record = {**native("cps", "CHARGING_DECISION", 1), "decision_code": "NFA", "charges": []}
+    event = from_record("cps", record)
+    assert event["data"]["decision"] == "no_charge" and "charges" not in event["data"]
+    validate_event(event, now=datetime(9999, 12, 30, tzinfo=UTC))
+
+
 def test_a_screened_out_crime_is_a_decision_not_to_investigate_with_reasons() -> None:
     record = native("police", "OUTCOME", 5)
     assert from_record("police", record)["type"] == "police.decision_not_to_investigate"

@@ -33,8 +33,8 @@ REVIEW_RESULTS = {"UPHELD": "upheld", "NOT_UPHELD": "not_upheld"}
 
 def _charges(rec: NativeRecord, *, required: bool) -> list[dict[str, Any]] | None:
     items = rec.items("charges", required=required)
-    if items is None:
-        return None
+    if not items:
+        return None  # absent, or given empty where they are optional: no charges to tell of
     charges: list[dict[str, Any]] = []
     for item in items:
         charge: dict[str, Any] = {}
