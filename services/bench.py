@@ -843,21 +843,27 @@ async def _batch_sizes(ports: list[int]) -> dict[str, float]:
     return {name: round(sums[name] / counts[name], 1) for name in sums if counts.get(name)}
 
 
+async def _fetch(database_url: str, query: str, *args: Any) -> list[Any]:
+    """The rows of one query on the run's database, on a connection of its own."""
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
 async def _stages(database_url: str, run: str, started: float) -> dict[str, float | None]:
     """When each stage had finished the run's events, in seconds from the first production:
     where a backlog stood."""
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        row = await conn.fetchrow(
-            "SELECT (SELECT max(received_at) FROM case_events WHERE event_id LIKE $1) AS ingest,"
-            " (SELECT max(processed_at) FROM case_events WHERE event_id LIKE $1) AS rules,"
-            " (SELECT max(queued_at) FROM notifications WHERE event_id LIKE $1) AS dispatcher,"
-            " (SELECT max(a.finished_at) FROM delivery_attempts a JOIN notifications n"
-            "  ON n.id = a.notification_id WHERE n.event_id LIKE $1) AS notifier",
-            f"{run}-%",
-        )
-    finally:
-        await conn.close()
+    (row,) = await _fetch(
+        database_url,
+        "SELECT (SELECT max(received_at) FROM case_events WHERE event_id LIKE $1) AS ingest,"
+        " (SELECT max(processed_at) FROM case_events WHERE event_id LIKE $1) AS rules,"
+        " (SELECT max(queued_at) FROM notifications WHERE event_id LIKE $1) AS dispatcher,"
+        " (SELECT max(a.finished_at) FROM delivery_attempts a JOIN notifications n"
+        "  ON n.id = a.notification_id WHERE n.event_id LIKE $1) AS notifier",
+        f"{run}-%",
+    )
     return {
         stage: round(row[stage].timestamp() - started, 3) if row[stage] else None
         for stage in ("ingest", "rules", "dispatcher", "notifier")
@@ -881,18 +887,15 @@ async def _hops(
     (`processed_at`), to the dispatcher's release (`queued_at`), to the notifier's claim (the
     attempt's `started_at`) and to the recorded hand-over (`finished_at`). The processes
     share this machine's clock."""
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        rows = await conn.fetch(
-            "SELECT n.event_id, e.received_at, e.processed_at, n.queued_at, a.started_at,"
-            " a.finished_at FROM notifications n"
-            " JOIN case_events e ON e.id = n.case_event_id"
-            " JOIN delivery_attempts a ON a.notification_id = n.id AND a.outcome = 'sent'"
-            " WHERE n.event_id LIKE $1",
-            f"{run}-%",
-        )
-    finally:
-        await conn.close()
+    rows = await _fetch(
+        database_url,
+        "SELECT n.event_id, e.received_at, e.processed_at, n.queued_at, a.started_at,"
+        " a.finished_at FROM notifications n"
+        " JOIN case_events e ON e.id = n.case_event_id"
+        " JOIN delivery_attempts a ON a.notification_id = n.id AND a.outcome = 'sent'"
+        " WHERE n.event_id LIKE $1",
+        f"{run}-%",
+    )
     spans: dict[str, list[float]] = {name: [] for name, _ in HOPS}
     for row in rows:
         before = produced.get(row["event_id"])
@@ -910,18 +913,14 @@ async def _hops(
 
 async def _handed_over(database_url: str, run: str) -> list[tuple[str, float]]:
     """(event id, Unix time the hand-over was recorded) of each of the run's notifications."""
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT n.event_id, a.finished_at FROM notifications n"
-            " JOIN delivery_attempts a ON a.notification_id = n.id"
-            " WHERE n.event_id LIKE $1 AND n.status IN ('delivered', 'sent')"
-            " AND a.outcome = 'sent'",
-            f"{run}-%",
-        )
-    finally:
-        await conn.close()
+    rows = await _fetch(
+        database_url,
+        "SELECT n.event_id, a.finished_at FROM notifications n"
+        " JOIN delivery_attempts a ON a.notification_id = n.id"
+        " WHERE n.event_id LIKE $1 AND n.status IN ('delivered', 'sent')"
+        " AND a.outcome = 'sent'",
+        f"{run}-%",
+    )
     return [(r["event_id"], r["finished_at"].timestamp()) for r in rows]
 
 
