@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 from tenacity import (
@@ -249,28 +249,22 @@ async def _lock(
     With `related` (for claims), their cases, events, survivors and advocates come in the same
     query (only the notifications are locked), so that `session.get` finds them and
     `_read_ahead` need not ask: one round trip a step instead of five."""
-    if not related:
-        return {
-            row.id: row
-            for row in await session.scalars(
-                select(m.Notification)
-                .where(m.Notification.id.in_(ids))
-                .order_by(m.Notification.id)  # locks taken in one order: no deadlock
-                .with_for_update()
-            )
-        }
-    rows: dict[str, m.Notification] = {}
-    held: list[Any] = session.info.setdefault(RELATED, [])
+    query: Select[Any] = select(m.Notification)
+    if related:
+        query = (
+            query.add_columns(m.Case, m.CaseEvent, m.Survivor, m.Advocate)
+            .outerjoin(m.Case, m.Case.id == m.Notification.case_id)
+            .outerjoin(m.CaseEvent, m.CaseEvent.id == m.Notification.case_event_id)
+            .outerjoin(m.Survivor, m.Survivor.id == m.Notification.survivor_id)
+            .outerjoin(m.Advocate, m.Advocate.id == m.Notification.advocate_id)
+        )
     found = await session.execute(
-        select(m.Notification, m.Case, m.CaseEvent, m.Survivor, m.Advocate)
-        .outerjoin(m.Case, m.Case.id == m.Notification.case_id)
-        .outerjoin(m.CaseEvent, m.CaseEvent.id == m.Notification.case_event_id)
-        .outerjoin(m.Survivor, m.Survivor.id == m.Notification.survivor_id)
-        .outerjoin(m.Advocate, m.Advocate.id == m.Notification.advocate_id)
-        .where(m.Notification.id.in_(ids))
+        query.where(m.Notification.id.in_(ids))
         .order_by(m.Notification.id)  # locks taken in one order: no deadlock
         .with_for_update(of=m.Notification)
     )
+    rows: dict[str, m.Notification] = {}
+    held: list[Any] = session.info.setdefault(RELATED, [])
     for row, *others in found:
         rows[row.id] = row
         held += [obj for obj in others if obj is not None]

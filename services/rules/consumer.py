@@ -376,10 +376,8 @@ class RulesConsumer:
                 existing.add(nid)
                 status = _initial_status(decision)
                 effects.add(lambda: metrics.NOTIFICATIONS.labels(status).inc())
-                if status == Status.SCHEDULED.value and (
-                    decision.send_at is not None and decision.send_at <= now
-                ):
-                    effects.due_now = True
+                if status == Status.SCHEDULED.value and decision.send_at is not None:
+                    effects.due_now = effects.due_now or decision.send_at <= now
         session.add(
             m.DecisionRow(
                 case_event_id=row.id,

@@ -92,19 +92,15 @@ async def current_advocates(
 async def stand_in_supervisor(session: AsyncSession, case: m.Case) -> m.Advocate | None:
     """With no advocate, the team's supervisor takes their place (trauma-informed rule 15):
     the case's team, or the default team when the case has none."""
-    team = m.Team.id == case.team_id if case.team_id is not None else m.Team.is_default.is_(True)
-    supervisor_id = await session.scalar(select(m.Team.supervisor_id).where(team).limit(1))
-    if supervisor_id is None:
-        return None
-    supervisor = await session.get(m.Advocate, supervisor_id)
-    return supervisor if supervisor is not None and supervisor.active else None
+    return (await stand_in_supervisors(session, [case.team_id]))[case.team_id]
 
 
 async def stand_in_supervisors(
     session: AsyncSession, team_ids: Iterable[int | None]
 ) -> dict[int | None, m.Advocate | None]:
     """`stand_in_supervisor` for the cases of several teams (None: a case with no team, whose
-    stand-in is the default team's supervisor), in one query."""
+    stand-in is the supervisor of the default team, the first by id if there are several), in
+    one query; an inactive supervisor, or none, is None."""
     wanted = set(team_ids)
     named = sorted(t for t in wanted if t is not None)
     which = []
