@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -142,7 +143,7 @@ async def claim_runs(
     ids = [nid for run in runs for nid in run]
     try:
         async with rt.sessions.begin() as session:
-            rows = await _lock(session, ids)
+            rows = await _lock(session, ids, related=ids)
             return await _claim_runs_in(session, rt, channels, runs, rows, now)
     except Exception:  # noqa: BLE001 - find the one at fault: each on its own
         if len(ids) == 1:
@@ -242,21 +243,23 @@ RELATED = "carehub.related"  # what `_lock` read with the rows, held for the ses
 
 
 async def _lock(
-    session: AsyncSession, ids: list[str], *, related: bool = True
+    session: AsyncSession, ids: list[str], *, related: Collection[str] | None = None
 ) -> dict[str, m.Notification]:
     """These notifications, each row locked for this transaction (those that exist).
 
-    With `related` (for claims), their cases, events, survivors and advocates come in the same
-    query (only the notifications are locked), so that `session.get` finds them and
-    `_read_ahead` need not ask: one round trip a step instead of five."""
+    For those among `related` (the ones to claim), their cases, events, survivors and advocates
+    come in the same query (only the notifications are locked), so that `session.get` finds
+    them and `_read_ahead` need not ask: one round trip a step instead of five. A row only
+    being recorded reads none of them: each would be decoded again on every row it joins."""
     query: Select[Any] = select(m.Notification)
     if related:
+        claiming = m.Notification.id.in_(sorted(set(related)))
         query = (
             query.add_columns(m.Case, m.CaseEvent, m.Survivor, m.Advocate)
-            .outerjoin(m.Case, m.Case.id == m.Notification.case_id)
-            .outerjoin(m.CaseEvent, m.CaseEvent.id == m.Notification.case_event_id)
-            .outerjoin(m.Survivor, m.Survivor.id == m.Notification.survivor_id)
-            .outerjoin(m.Advocate, m.Advocate.id == m.Notification.advocate_id)
+            .outerjoin(m.Case, claiming & (m.Case.id == m.Notification.case_id))
+            .outerjoin(m.CaseEvent, claiming & (m.CaseEvent.id == m.Notification.case_event_id))
+            .outerjoin(m.Survivor, claiming & (m.Survivor.id == m.Notification.survivor_id))
+            .outerjoin(m.Advocate, claiming & (m.Advocate.id == m.Notification.advocate_id))
         )
     found = await session.execute(
         query.where(m.Notification.id.in_(ids))
@@ -688,7 +691,7 @@ async def record_many(rt: Runtime, results: list[tuple[Claim, Outcome]]) -> list
     ids = [claimed.message.notification_id for claimed, _ in results]
     try:
         async with rt.sessions.begin() as session:
-            rows = await _lock(session, ids, related=False)
+            rows = await _lock(session, ids)
             recorded = await _record_in(session, rt, results, rows, now)
     except Exception:  # noqa: BLE001 - find the one at fault: each on its own
         if len(results) == 1:
@@ -731,7 +734,8 @@ async def record_and_claim(
     ids = [claimed.message.notification_id for claimed, _ in results]
     try:
         async with rt.sessions.begin() as session:
-            rows = await _lock(session, ids + [nid for run in runs for nid in run])
+            claiming = [nid for run in runs for nid in run]
+            rows = await _lock(session, ids + claiming, related=claiming)
             recorded = await _record_in(session, rt, results, rows, now)
             await session.flush()  # the claims see these sends settled
             claims = await _claim_runs_in(session, rt, channels, runs, rows, now)
