@@ -356,7 +356,7 @@ async def _read_unresolved(
             (m.Notification.recipient_role != "survivor")
             & m.Notification.advocate_id.in_(sorted(advocates))
         )
-    found: set[tuple[str, int | None, str | None]] = set()
+    found: dict[tuple[str, int | None, str | None], _Unresolved] = {}
     if people:
         others = await session.execute(
             select(
@@ -364,6 +364,8 @@ async def _read_unresolved(
                 m.Notification.survivor_id,
                 m.Notification.advocate_id,
                 m.Notification.channel,
+                m.Notification.status_reason,
+                m.Notification.send_at,
             ).where(
                 m.Notification.status == Status.SENDING,
                 m.Notification.channel.in_(sorted(wordy)),
@@ -371,27 +373,48 @@ async def _read_unresolved(
                 or_(*people),
             )
         )
-        for role, survivor_id, advocate_id, channel in others:
-            found.add((role, survivor_id if role == "survivor" else advocate_id, channel))
+        for role, survivor_id, advocate_id, channel, reason, send_at in others:
+            key = (role, survivor_id if role == "survivor" else advocate_id, channel)
+            found.setdefault(key, []).append((reason, send_at))
     session.info[UNRESOLVED] = (found, {r.id: r for r in rows})
 
 
-def _earlier_unresolved(session: AsyncSession, row: m.Notification) -> bool:
-    """Whether another message to this row's recipient on its channel is still unresolved: it
-    went `sending` and nobody knows yet whether the provider has it (a crash cut it off).
+# The earlier unresolved messages of one recipient: (status_reason, send_at) each.
+_Unresolved = list[tuple[str | None, datetime | None]]
+
+
+def _earlier_unresolved(
+    session: AsyncSession, settings: Settings, row: m.Notification, now: datetime
+) -> datetime | None:
+    """If another message to this row's recipient on its channel is still unresolved (it went
+    `sending` and nobody knows yet whether the provider has it: a crash cut it off, or the
+    provider could not be asked), the time this row is to wait until; else None.
 
     A resumed send finds its message at the provider by number and words, and the same words
     can go to one person twice; that match is only unambiguous while each recipient has one
-    unresolved message per channel at most. So a new one waits until the earlier is settled.
+    unresolved message per channel at most. So a new one waits until the earlier is settled,
+    half a re-drive interval at a time; or, if the provider could not be asked about the
+    earlier, until a little after the earlier is next asked (its `send_at`, `_record_row`), so
+    that during an outage it waits with the earlier's back-off, not for one re-drive after another.
     """
-    found, claiming = session.info.get(UNRESOLVED, (set(), {}))
+    found: dict[tuple[str, int | None, str | None], _Unresolved]
+    claiming: dict[str, m.Notification]
+    found, claiming = session.info.get(UNRESOLVED, ({}, {}))
+    margin = timedelta(seconds=max(1.0, settings.redrive_after_s / 2))
     key = _recipient(row)
     if key in found:
-        return True
-    return any(
+        asked_again = [
+            send_at
+            for reason, send_at in found[key]
+            if reason == "lookup_failed" and send_at is not None
+        ]
+        return max([now, *asked_again]) + margin
+    if any(
         other.id != row.id and other.status == Status.SENDING and _recipient(other) == key
         for other in claiming.values()
-    )
+    ):
+        return now + margin
+    return None
 
 
 async def _claim_row(
@@ -434,10 +457,14 @@ async def _claim_row(
             _put_off(session, row, later, now, "outside_safe_window")
             return None
         channel = channels.get(row.channel or "")
-        if channel is not None and channel.finds_by_words and _earlier_unresolved(session, row):
-            # Settled by the re-drive (it asks the provider) within `CAREHUB_REDRIVE_AFTER_S`.
-            wait = timedelta(seconds=max(1.0, rt.settings.redrive_after_s / 2))
-            _put_off(session, row, now + wait, now, "earlier_message_unresolved")
+        unresolved = (
+            _earlier_unresolved(session, rt.settings, row, now)
+            if channel is not None and channel.finds_by_words
+            else None
+        )
+        if unresolved is not None:
+            # Settled by the re-drive, which asks the provider (`_earlier_unresolved`).
+            _put_off(session, row, unresolved, now, "earlier_message_unresolved")
             return None
     if previous is not None and previous.body is not None and previous.to_address:
         # The same words to the same address as the attempt that was cut off.
@@ -859,6 +886,9 @@ async def _record_row(
             announce = True
         else:
             attempt["started_at"] = claimed.since  # still the cut-off attempt's time
+            # Asked again by the re-drive no sooner than a durable retry would go: during an
+            # outage a text is not looked up every `CAREHUB_REDRIVE_AFTER_S` for hours.
+            row.send_at = now + timedelta(seconds=retry_delay(rt.settings, row.attempts))
     else:
         attempt.update(
             finished_at=now,

@@ -245,9 +245,16 @@ async def redrive(rt: Runtime) -> dict[str, int]:
                         (m.Notification.status == Status.QUEUED)
                         & (m.Notification.queued_at < lost_before),
                         # A send cut off by a crash, or a provider lookup that failed: the
-                        # notifier asks the provider before it sends again.
+                        # notifier asks the provider before it sends again. After a failed
+                        # lookup, not before the `send_at` the notifier set (with back-off).
                         (m.Notification.status == Status.SENDING)
-                        & (m.Notification.updated_at < cutoff),
+                        & (m.Notification.updated_at < cutoff)
+                        & or_(
+                            m.Notification.status_reason.is_(None),
+                            m.Notification.status_reason != "lookup_failed",
+                            m.Notification.send_at.is_(None),
+                            m.Notification.send_at <= now,
+                        ),
                     )
                 )
                 .order_by(m.Notification.updated_at)
