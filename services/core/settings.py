@@ -176,6 +176,11 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"
 
     @property
+    def redrive_beat_s(self) -> int:
+        """How often the dispatcher re-drives: a quarter of `redrive_after_s`, at least 1 s."""
+        return max(1, self.redrive_after_s // 4)
+
+    @property
     def resolved_outbox_dir(self) -> Path:
         return self.outbox_dir if self.outbox_dir is not None else self.var_dir / "outbox"
 

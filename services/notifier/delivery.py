@@ -406,9 +406,12 @@ def _earlier_unresolved(
         asked_again = [
             send_at
             for reason, send_at in found[key]
-            if reason == "lookup_failed" and send_at is not None
+            if reason == "lookup_failed" and send_at is not None and send_at > now
         ]
-        return max([now, *asked_again]) + margin
+        if not asked_again:
+            return now + margin
+        # The re-drive takes the earlier within a beat of its `send_at`; then half an interval.
+        return max(asked_again) + timedelta(seconds=settings.redrive_beat_s) + margin
     if any(
         other.id != row.id and other.status == Status.SENDING and _recipient(other) == key
         for other in claiming.values()
@@ -435,6 +438,9 @@ async def _claim_row(
     case = await session.get_one(m.Case, row.case_id)
     previous = await _last_attempt(session, row) if row.status == Status.SENDING else None
     resume = row.status == Status.SENDING
+    if resume and row.status_reason == "lookup_failed":
+        # Asked again now; should this be cut off too, the re-drive must not wait for `send_at`.
+        row.status_reason = None
     if resume and previous is not None:
         if (now - previous.started_at).total_seconds() < rt.settings.redrive_after_s:
             log.info("notification.in_flight", notification_id=row.id)
@@ -689,6 +695,12 @@ async def hand_over(
     return outcome
 
 
+def look_again_after(settings: Settings, attempt_no: int) -> float:
+    """Seconds before a text the provider could not be asked about is asked about again: the
+    durable retries' back-off, and never sooner than the re-drive would take it."""
+    return max(retry_delay(settings, attempt_no), float(settings.redrive_after_s))
+
+
 def retry_delay(settings: Settings, attempt_no: int) -> float:
     """Seconds before the next durable retry: exponential with jitter, up to a cap."""
     base = min(settings.retry_max_s, settings.retry_initial_s * 2 ** max(0, attempt_no - 1))
@@ -877,18 +889,22 @@ async def _record_row(
     if outcome.lookup_failed:
         # Leave the attempt open and the row `sending`: the re-drive asks again later.
         announce = False
-        row.status_reason = "lookup_failed"
-        row.updated_at = now
         attempt.update(outcome="lookup_failed", error_code="lookup_failed")
-        if (now - claimed.first_attempt_at).total_seconds() > rt.settings.retry_window_s:
+        if row.status != Status.SENDING:
+            # A receipt has settled it meanwhile: the provider had it after all.
+            attempt["started_at"] = claimed.since
+        elif (now - claimed.first_attempt_at).total_seconds() > rt.settings.retry_window_s:
+            row.updated_at = now
             _finish(session, row, Status.UNKNOWN, now, "delivery_unknown")
             await _tell_advocate(session, row, "delivery_unknown", now)
             announce = True
         else:
+            row.status_reason = "lookup_failed"
+            row.updated_at = now
             attempt["started_at"] = claimed.since  # still the cut-off attempt's time
             # Asked again by the re-drive no sooner than a durable retry would go: during an
             # outage a text is not looked up every `CAREHUB_REDRIVE_AFTER_S` for hours.
-            row.send_at = now + timedelta(seconds=retry_delay(rt.settings, row.attempts))
+            row.send_at = now + timedelta(seconds=look_again_after(rt.settings, row.attempts))
     else:
         attempt.update(
             finished_at=now,

@@ -368,7 +368,7 @@ async def run_loop(rt: Runtime) -> None:
             await alert_parked(rt)
             async with rt.sessions() as session:
                 await gauges.sample(session, now)
-            next_redrive = now + timedelta(seconds=max(1, rt.settings.redrive_after_s // 4))
+            next_redrive = now + timedelta(seconds=rt.settings.redrive_beat_s)
         if loop.time() >= next_seal:
             await seal_audit(rt)
             next_seal = loop.time() + rt.settings.audit_seal_interval_s
