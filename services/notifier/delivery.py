@@ -438,9 +438,6 @@ async def _claim_row(
     case = await session.get_one(m.Case, row.case_id)
     previous = await _last_attempt(session, row) if row.status == Status.SENDING else None
     resume = row.status == Status.SENDING
-    if resume and row.status_reason == "lookup_failed":
-        # Asked again now; should this be cut off too, the re-drive must not wait for `send_at`.
-        row.status_reason = None
     if resume and previous is not None:
         if (now - previous.started_at).total_seconds() < rt.settings.redrive_after_s:
             log.info("notification.in_flight", notification_id=row.id)
@@ -501,6 +498,9 @@ async def _claim_row(
     assert row.channel is not None
     first = (await _first_attempt_at(session, row) if row.attempts else None) or now
     row.status = check_transition(row.status, Status.SENDING)
+    if row.status_reason == "lookup_failed":
+        # Asked again now; should this be cut off too, the re-drive must not wait for `send_at`.
+        row.status_reason = None
     row.attempts += 1
     row.updated_at = now
     session.add(
