@@ -243,6 +243,25 @@ async def test_a_resumed_text_never_takes_the_next_ones_message(
                 assert at_twilio[row.provider_ref] == nid
 
 
+def texting_settings(
+    make_settings: Any, database_url: str, twilio_base_url: str, **more: Any
+) -> Any:
+    """Settings that text the survivor of these cases through Twilio at `twilio_base_url` (the
+    ISVA is e-mailed through the outbox); receipts go nowhere, as no test here needs them."""
+    return make_settings(
+        database_url=database_url,
+        env="test",
+        sms_channel="twilio",
+        twilio_account_sid=SID,
+        twilio_auth_token=TOKEN,
+        twilio_from="+447700900001",
+        twilio_base_url=twilio_base_url,
+        public_base_url="http://127.0.0.1:9",
+        sms_allowlist="+447700900321",
+        **more,
+    )
+
+
 @contextlib.asynccontextmanager
 async def twilio_runtime(
     make_settings: Any, pg_url: str
@@ -251,17 +270,7 @@ async def twilio_runtime(
     (the ISVA is e-mailed through the outbox), its channels, and the stand-in."""
     clock = FixedClock(T0)
     async with running_standin(account_sid=SID, auth_token=TOKEN, clock=clock) as standin:
-        settings = make_settings(
-            database_url=pg_url,
-            env="test",
-            sms_channel="twilio",
-            twilio_account_sid=SID,
-            twilio_auth_token=TOKEN,
-            twilio_from="+447700900001",
-            twilio_base_url=standin.base_url,
-            public_base_url="http://127.0.0.1:9",  # receipts go nowhere; not needed here
-            sms_allowlist="+447700900321",
-        )
+        settings = texting_settings(make_settings, pg_url, standin.base_url)
         async with runtime_for(settings, clock) as rt:
             channels = channels_from_settings(rt.settings, rt.sessions)
             try:

@@ -24,7 +24,13 @@ from services.notifier.channels import channels_from_settings
 from services.notifier.delivery import Claim, claim, hand_over, record_many
 from services.notifier.twilio_standin import running_standin
 from services.rules.dispatcher import redrive
-from tests.integration.test_notifier_groups import T0, channel_of, queued_for, runtime_for
+from tests.integration.test_notifier_groups import (
+    T0,
+    channel_of,
+    queued_for,
+    runtime_for,
+    texting_settings,
+)
 from tests.integration.test_pipeline import arrested, crime_recorded, seed_team
 from tests.integration.test_twilio_delivery import (
     NUMBER,
@@ -82,18 +88,8 @@ async def test_a_text_twilio_cannot_be_asked_about_is_asked_again_with_back_off(
     cannot be asked whether it has it. The re-drive leaves it until its back-off has passed,
     not one re-drive interval; the survivor's next text waits until just after that."""
     twilio = _Nowhere()
-    settings = make_settings(
-        database_url=database_url,
-        env="test",
-        sms_channel="twilio",
-        twilio_account_sid=SID,
-        twilio_auth_token=TOKEN,
-        twilio_from="+447700900001",
-        twilio_base_url=twilio.base_url,
-        public_base_url="http://127.0.0.1:9",
-        sms_allowlist=NUMBER,
-        retry_initial_s=600.0,
-        retry_max_s=1200.0,
+    settings = texting_settings(
+        make_settings, database_url, twilio.base_url, retry_initial_s=600.0, retry_max_s=1200.0
     )
     clock = FixedClock(T0)
     async with runtime_for(settings, clock) as rt:
