@@ -5,6 +5,7 @@ JSON), numbers with absurdly many digits, and nesting deeper than any real recor
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MAX_DEPTH = 64
@@ -13,6 +14,9 @@ MAX_DEPTH = 64
 MAX_INTEGER = 2**53
 # Control characters no field needs (tab, line feed and carriage return are text).
 CONTROL = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
+_CONTROL_SEARCH = re.compile(
+    "[" + "".join(f"\\x{ord(c):02x}" for c in sorted(CONTROL)) + "]"
+).search
 
 
 class JsonProblem(ValueError):
@@ -108,26 +112,52 @@ def _check_values(value: Any, pointer: str = "") -> None:
     store (NUL, a lone surrogate), control characters, a string ending in a line break (a
     schema pattern's `$` lets one through), and integers beyond what JSON readers agree on.
     The problem points at the value (a key's own problem, at the object holding it)."""
-    if isinstance(value, str):
-        if any(ch in CONTROL for ch in value):
-            raise JsonProblem("invalid_text", "has a control character in a text", pointer)
-        if value.endswith(("\n", "\r")):
-            raise JsonProblem("invalid_text", "has a text ending in a line break", pointer)
+    found = _first_problem(value)
+    if found is not None:
+        code, message, path = found
+        for token in reversed(path):  # innermost first
+            pointer = _join(pointer, token)
+        raise JsonProblem(code, message, pointer)
+
+
+_Problem = tuple[str, str, list[str | int]]  # code, message, the path to it, innermost first
+
+
+def _text_problem(text: str) -> _Problem | None:
+    if _CONTROL_SEARCH(text):
+        return "invalid_text", "has a control character in a text", []
+    if text.endswith(("\n", "\r")):
+        return "invalid_text", "has a text ending in a line break", []
+    if not text.isascii():
         try:
-            value.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError:
-            raise JsonProblem(
-                "invalid_text", "has a text that is not valid Unicode", pointer
-            ) from None
-    elif isinstance(value, bool):
-        return
-    elif isinstance(value, int):
+            return "invalid_text", "has a text that is not valid Unicode", []
+    return None
+
+
+def _first_problem(value: Any) -> _Problem | None:
+    """The first of `_check_values`' problems in `value`, found without building a pointer for
+    every value that has none (a record is checked as it comes in: this is the hot path)."""
+    if isinstance(value, str):
+        return _text_problem(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
         if abs(value) > MAX_INTEGER:
-            raise JsonProblem("malformed_json", "has a number too large to read reliably", pointer)
-    elif isinstance(value, dict):
+            return "malformed_json", "has a number too large to read reliably", []
+        return None
+    found: _Problem | None
+    if isinstance(value, dict):
         for key, item in value.items():
-            _check_values(key, pointer)
-            _check_values(item, _join(pointer, key))
+            if isinstance(key, str) and (found := _text_problem(key)) is not None:
+                return found  # a key's problem points at the object holding it
+            if (found := _first_problem(item)) is not None:
+                found[2].append(key)
+                return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_values(item, _join(pointer, index))
+            if (found := _first_problem(item)) is not None:
+                found[2].append(index)
+                return found
+    return None
