@@ -27,7 +27,9 @@ from services.notifier.delivery import (
     StepAnswer,
     _announce,
     hand_over,
+    hand_over_run,
     record_and_claim,
+    takes_run,
 )
 from services.notifier.rate_limit import SendRateLimiter
 
@@ -129,6 +131,15 @@ def mount(rt: Runtime, app: FastAPI) -> None:
             sent = []
             taken = [got for got in answer if not isinstance(got, NotYet)]
             pending = pending[len(taken) :]  # what was not claimed yet is always the rest
+            claims = [got for got in taken if isinstance(got, Claim)]
+            if not stop and takes_run(channels, claims):
+                # The outbox: the run in one go, in order (nothing to look up, no rate to keep).
+                for got in taken:
+                    if isinstance(got, Exception):
+                        error = error or got
+                outcomes = await hand_over_run(rt, channels, claims)
+                sent = list(zip(claims, outcomes, strict=True))
+                continue
             started = time.monotonic()
             for n, got in enumerate(taken):
                 if isinstance(got, Exception):

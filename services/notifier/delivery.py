@@ -695,6 +695,38 @@ async def hand_over(
     return outcome
 
 
+def takes_run(channels: dict[str, DeliveryChannel], claims: list[Claim]) -> bool:
+    """Whether these claims (one recipient's, in order) may go to their channel together, as
+    one run (`send_run`): all on one such channel, none to be looked up first (a resumed or a
+    retried send), and no send rate to keep."""
+    if not claims:
+        return False
+    name = claims[0].message.channel
+    channel = channels.get(name)
+    return (
+        channel is not None
+        and callable(getattr(channel, "send_run", None))
+        and _sender(channel) is None
+        and all(c.message.channel == name and not c.resume and not c.ask_first for c in claims)
+    )
+
+
+async def hand_over_run(
+    rt: Runtime, channels: dict[str, DeliveryChannel], claims: list[Claim]
+) -> list[Outcome]:
+    """Hand a run of claimed notifications (`takes_run`) to their channel in one go, in order;
+    what came of each. Raises what the channel raised, as `hand_over` does."""
+    name = claims[0].message.channel
+    started = rt.clock.now()
+    results = await channels[name].send_run(  # type: ignore[attr-defined]
+        [c.message for c in claims], started
+    )
+    took = max(0.0, (rt.clock.now() - started).total_seconds())
+    for _ in claims:
+        metrics.DELIVERY_SECONDS.labels(name).observe(took)
+    return [Outcome(result=result) for result in results]
+
+
 def look_again_after(settings: Settings, attempt_no: int) -> float:
     """Seconds before a text the provider could not be asked about is asked about again: the
     durable retries' back-off, and never sooner than the re-drive would take it."""

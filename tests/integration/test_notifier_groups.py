@@ -35,8 +35,10 @@ from services.notifier.delivery import (
     claim_many,
     claim_runs,
     hand_over,
+    hand_over_run,
     record_and_claim,
     record_many,
+    takes_run,
 )
 from services.notifier.twilio_standin import running_standin
 from services.rules.consumer import RulesConsumer
@@ -417,6 +419,29 @@ async def test_a_run_on_the_outbox_is_claimed_in_one_step_and_survives_a_crash(
     assert sorted(nid for nid in journal if nid in isva) == sorted(isva)  # each once
     first_row = (await rows_of(rt, [first.message.notification_id]))[0]
     assert first_row.provider_ref == f"outbox:{first_row.id}"
+
+
+async def test_a_fresh_run_on_the_outbox_is_handed_over_in_one_go_in_order(rt: Runtime) -> None:
+    """A run of fresh claims on the outbox goes to the channel in one go (`takes_run`), in
+    order; a run with a resumed message in it goes one message at a time, as before."""
+    channels = channels_from_settings(rt.settings, rt.sessions)
+    types = ("police.suspect_arrested", "police.suspect_interviewed") * 2
+    ids = await queued_for(rt, "01AB2000424", "g-", types)
+    isva = by_recipient(await rows_of(rt, ids))["advocate"]
+    claimed = await claim_runs(rt, channels, [isva])
+    run = [c for c in claimed.values() if isinstance(c, Claim)]
+    assert [c.message.notification_id for c in run] == isva
+    assert takes_run(channels, run)
+
+    outcomes = await hand_over_run(rt, channels, run)
+    assert [o.result.provider_ref for o in outcomes if o.result] == [f"outbox:{n}" for n in isva]
+    assert await record_many(rt, list(zip(run, outcomes, strict=True))) == ["delivered"] * 4
+    journal = (rt.settings.resolved_outbox_dir / "journal.log").read_text().split()[::2]
+    assert [nid for nid in journal if nid in isva] == isva  # in order, each once
+
+    resumed = dataclasses.replace(run[0], resume=True)
+    assert not takes_run(channels, [resumed, *run[1:]])  # looked up first, on its own
+    assert not takes_run(channels, [])
 
 
 @pytest.mark.postgres

@@ -51,6 +51,12 @@ class DeliveryChannel(Protocol):
         `AmbiguousFailure` if it fails."""
         ...
 
+    # A channel may also take a run of one person's messages at once, in order:
+    # `async def send_run(messages, now) -> list[SendResult]`, which hands them over in order and
+    # raises what the first that failed raised (those before it handed over, those after it not
+    # begun). Only where a hand-over cannot fail but by raising (the outbox): a run that needs a
+    # look-up first, or a rate limit, goes one message at a time through `send`.
+
     async def lookup(self, message: OutgoingMessage, since: datetime) -> list[SendResult]:
         """Messages the provider holds to this address with these words, sent at or after
         `since`, newest first (empty if none). The same words can go to the same person more
