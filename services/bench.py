@@ -682,6 +682,19 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
 
 
+# What the pipeline bench sets for its stack itself (`--setting` may not).
+BENCH_OWNS = frozenset(
+    {
+        "CAREHUB_DATABASE_URL",
+        "CAREHUB_KAFKA_BOOTSTRAP",
+        "CAREHUB_VAR_DIR",
+        "CAREHUB_LOG_LEVEL",
+        "CAREHUB_MIGRATE_ON_START",
+        "CAREHUB_HTTP_PORT",
+    }
+)
+
+
 async def bench_pipeline(
     events: int,
     admin_dsn: str,
@@ -691,6 +704,7 @@ async def bench_pipeline(
     split: bool = False,
     notifiers: int = 1,
     log_level: str = "INFO",
+    stack_settings: dict[str, str] | None = None,
     baseline: bool = True,
     give_up_after_s: float = 600.0,
 ) -> dict[str, Any]:
@@ -713,6 +727,7 @@ async def bench_pipeline(
         "processes": "split" if split else "one",
         "notifiers": notifiers if split else None,
         "log_level": log_level,
+        "settings": dict(sorted((stack_settings or {}).items())),
         "produced_to": FEEDS_POLICE.name,
         "cpus": os.cpu_count(),
         # Another job on the machine shows here, and makes the figures worth less.
@@ -740,6 +755,7 @@ async def bench_pipeline(
                     "CAREHUB_VAR_DIR": str(var),
                     "CAREHUB_LOG_LEVEL": log_level,
                     "CAREHUB_MIGRATE_ON_START": "false",
+                    **{k: v for k, v in (stack_settings or {}).items() if k not in BENCH_OWNS},
                 }
                 # A second notifier is `notifier2` (its figures under that name): `--only notifier`.
                 more = [f"notifier{n}" for n in range(2, notifiers + 1)]

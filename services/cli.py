@@ -709,6 +709,12 @@ def bench_pipeline_command(
         help="With --split: this many notifier processes, sharing the 4 partitions.",
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="The stack's log level."),
+    setting: list[str] = typer.Option(
+        [],
+        "--setting",
+        help="A carehub setting for the stack, NAME=VALUE (CAREHUB_KAFKA_FETCH_MIN_BYTES=16384);"
+        " repeatable. The stack otherwise runs on the defaults, whatever this shell has set.",
+    ),
     baseline: bool = typer.Option(True, help="Also measure the bare aiokafka baseline."),
     pg_admin: str = typer.Option(
         "postgresql://postgres@127.0.0.1:5432/postgres",
@@ -718,10 +724,19 @@ def bench_pipeline_command(
     timeout: float = typer.Option(600.0, help="Give up after this many seconds."),
 ) -> None:
     """Events per second from `feeds.police` through the whole stack to the outbox channel."""
-    from services.bench import bench_pipeline
+    from services.bench import BENCH_OWNS, bench_pipeline
 
     if notifiers > 1 and not split:
         raise typer.BadParameter("--notifiers needs --split (one process per service)")
+    settings: dict[str, str] = {}
+    for item in setting:
+        name, sep, value = item.partition("=")
+        name = name.strip().upper()
+        if not sep or not name.startswith("CAREHUB_") or name == "CAREHUB_":
+            raise typer.BadParameter(f"{item!r} is not CAREHUB_NAME=VALUE", param_hint="--setting")
+        if name in BENCH_OWNS:
+            raise typer.BadParameter(f"the bench sets {name} itself", param_hint="--setting")
+        settings[name] = value
 
     configure_logging("WARNING")
     # Stopped from outside, it still stops its processes and drops its databases.
@@ -738,6 +753,7 @@ def bench_pipeline_command(
                 split=split,
                 notifiers=notifiers,
                 log_level=log_level,
+                stack_settings=settings,
                 baseline=baseline,
                 give_up_after_s=timeout,
             )

@@ -136,6 +136,9 @@ def batch_subscriber_options(settings: Settings, group: str) -> dict[str, Any]:
         # as a record comes; the embedded broker waits the whole time, which put ~100 ms on
         # every hop of an event at a low rate with aiokafka's default of 500.
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        # How much the broker gathers before it answers a fetch (up to the wait above): 1 is at
+        # once; more makes bigger batches at moderate rates, for up to that wait on each hop.
+        "fetch_min_bytes": settings.kafka_fetch_min_bytes,
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": max(300, settings.kafka_session_timeout_ms // 4),
     }

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     kafka_max_records: int = Field(default=500, ge=1)
     kafka_batch_timeout_ms: int = Field(default=100, ge=1)
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
+    kafka_fetch_min_bytes: int = Field(default=1, ge=1, le=50 * 1024 * 1024)
     consumer_group_prefix: str = "carehub"
     # How often a process that consumes Kafka samples its groups' lag for /metrics; 0 turns it off.
     lag_sample_s: float = Field(default=15.0, ge=0)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from tests.conftest import PG_ADMIN_DSN, REPO
 
 
@@ -57,10 +59,32 @@ def test_bench_pipeline_split_with_two_notifiers_hands_every_notification_over_o
     notification is handed over, none twice (the outbox journal's lines), and each process's
     figures are reported apart."""
     figures = bench_pipeline(
-        "--events", "80", "--cases", "16", "--split", "--notifiers", "2", "--no-baseline"
-    )
+        "--events", "80", "--cases", "16", "--split", "--notifiers", "2", "--no-baseline",
+        "--setting", "carehub_kafka_fetch_min_bytes=4096",
+    )  # fmt: skip
     assert figures["complete"] is True and figures["notifiers"] == 2
+    assert figures["settings"] == {"CAREHUB_KAFKA_FETCH_MIN_BYTES": "4096"}
     assert figures["notifications"] == figures["expected_notifications"] == 120
     assert figures["handovers"] == 120
     assert figures["cpu_s"]["carehub_notifier"] > 0 and figures["cpu_s"]["carehub_notifier2"] > 0
     assert set(figures["rss_mb"]) >= {"carehub_notifier", "carehub_notifier2"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("KAFKA_FETCH_MIN_BYTES=4096", "is not CAREHUB_NAME=VALUE"),
+        ("CAREHUB_KAFKA_FETCH_MIN_BYTES", "is not CAREHUB_NAME=VALUE"),
+        ("CAREHUB_DATABASE_URL=postgresql://elsewhere.example.org/x", "the bench sets"),
+    ],
+)
+def test_bench_pipeline_refuses_a_setting_it_cannot_pass(setting: str, named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "bench", "pipeline", "--setting", setting],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert named in " ".join(done.stderr.replace("│", " ").split())  # as the box wraps it

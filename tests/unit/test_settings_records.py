@@ -388,3 +388,15 @@ def test_an_empty_secret_is_not_a_key() -> None:
     assert settings.feed_secret_police is None
     assert settings.events_secret is None and settings.keys is None
     assert load_settings(feed_secret_cps="s3cret").feed_secret_cps is not None
+
+
+def test_how_much_a_fetch_gathers_reaches_every_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.core.kafka import batch_subscriber_options
+
+    assert batch_subscriber_options(load_settings(), "rules")["fetch_min_bytes"] == 1
+    monkeypatch.setenv("CAREHUB_KAFKA_FETCH_MIN_BYTES", "16384")
+    options = batch_subscriber_options(load_settings(), "rules")
+    assert (options["fetch_min_bytes"], options["fetch_max_wait_ms"]) == (16384, 50)
+    monkeypatch.setenv("CAREHUB_KAFKA_FETCH_MIN_BYTES", "0")
+    with pytest.raises(ConfigurationError, match="kafka_fetch_min_bytes"):
+        load_settings()
